@@ -59,7 +59,7 @@ pub async fn handle<P: Publisher>(app: &App<P>, request: Request) -> Response<Bo
                 outcome = "rejected",
                 reason = rejection.reason(),
                 detail = %rejection,
-                request_id,
+                requestId = request_id,
             );
             return fail(&rejection);
         }
@@ -71,7 +71,7 @@ pub async fn handle<P: Publisher>(app: &App<P>, request: Request) -> Response<Bo
                 event = "callback",
                 outcome = "other_command",
                 command,
-                request_id
+                requestId = request_id
             );
             acknowledge()
         }
@@ -86,11 +86,11 @@ pub async fn handle<P: Publisher>(app: &App<P>, request: Request) -> Response<Bo
                 event = "callback",
                 outcome = "logged",
                 category = message.category.as_str(),
-                error_code,
-                group_id,
-                dedup_key = message.dedup_key,
+                errorCode = error_code,
+                groupId = group_id,
+                dedupKey = message.dedup_key,
                 envelope = message.body,
-                request_id,
+                requestId = request_id,
             );
             acknowledge()
         }
@@ -105,11 +105,11 @@ pub async fn handle<P: Publisher>(app: &App<P>, request: Request) -> Response<Bo
                     event = "callback",
                     outcome = "published",
                     category = message.category.as_str(),
-                    error_code,
-                    group_id,
-                    dedup_key = message.dedup_key,
-                    message_id,
-                    request_id,
+                    errorCode = error_code,
+                    groupId = group_id,
+                    dedupKey = message.dedup_key,
+                    messageId = message_id,
+                    requestId = request_id,
                 );
                 acknowledge()
             }
@@ -119,13 +119,13 @@ pub async fn handle<P: Publisher>(app: &App<P>, request: Request) -> Response<Bo
                     event = "publish_failed",
                     outcome = "publish_failed",
                     category = message.category.as_str(),
-                    error_code,
-                    group_id,
-                    topic_arn = topic.arn,
-                    dedup_key = message.dedup_key,
+                    errorCode = error_code,
+                    groupId = group_id,
+                    topicArn = topic.arn,
+                    dedupKey = message.dedup_key,
                     envelope = message.body,
                     error = %error,
-                    request_id,
+                    requestId = request_id,
                 );
                 fail(&Rejection::PublishFailed)
             }
@@ -156,4 +156,126 @@ fn json_response(status: StatusCode, body: String) -> Response<Body> {
         "application/json".parse().expect("static header value"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Topic;
+    use crate::envelope::Message;
+    use crate::publish::PublishError;
+    use lambda_http::http;
+    use std::sync::Mutex;
+
+    /// Records what would be published; fails every publish when `fail` is set.
+    #[derive(Default)]
+    struct FakePublisher {
+        fail: bool,
+        sent: Mutex<Vec<(String, Message)>>,
+    }
+
+    impl Publisher for FakePublisher {
+        async fn publish(&self, topic: &Topic, message: &Message) -> Result<String, PublishError> {
+            if self.fail {
+                return Err(PublishError::Failed("injected".into()));
+            }
+            self.sent
+                .lock()
+                .unwrap()
+                .push((topic.arn.clone(), message.clone()));
+            Ok("message-1".into())
+        }
+    }
+
+    fn app(fail: bool) -> App<FakePublisher> {
+        let env = [
+            ("IM_SDK_APP_ID", "1400000000"),
+            ("TOPIC_ARN_INVALID_GROUP", "arn:aws:sns:us-east-1:1:ig"),
+            ("TOPIC_ARN_FREQUENCY_LIMIT", "arn:aws:sns:us-east-1:1:fl"),
+            ("TOPIC_ARN_CONTENT_FILTER", "arn:aws:sns:us-east-1:1:cf"),
+            ("TOPIC_ARN_MUTED_SENDER", "arn:aws:sns:us-east-1:1:ms"),
+        ];
+        let config = Config::from_lookup(|k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        App {
+            config,
+            publisher: FakePublisher {
+                fail,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn request(method: &str, query: &str, body: &str) -> Request {
+        let map: lambda_http::aws_lambda_events::query_map::QueryMap = query.parse().unwrap();
+        http::Request::builder()
+            .method(method)
+            .uri(format!("https://example.com/callback?{query}"))
+            .body(Body::Text(body.to_owned()))
+            .unwrap()
+            .with_query_string_parameters(map)
+    }
+
+    fn body_of(response: &Response<Body>) -> serde_json::Value {
+        serde_json::from_slice(response.body().as_ref()).unwrap()
+    }
+
+    const QUERY: &str =
+        "SdkAppid=1400000000&CallbackCommand=Group.CallbackSendMsgException&contenttype=json";
+
+    #[tokio::test]
+    async fn a_published_exception_gets_the_exact_acknowledgement() {
+        let app = app(false);
+        let response = handle(
+            &app,
+            request("POST", QUERY, r#"{"ErrorCode":10017,"GroupId":"g"}"#),
+        )
+        .await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.body().as_ref(), ACKNOWLEDGEMENT.as_bytes());
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        let sent = app.publisher.sent.lock().unwrap();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, "arn:aws:sns:us-east-1:1:ms");
+    }
+
+    #[tokio::test]
+    async fn a_failed_publish_is_503_and_not_acknowledged() {
+        let app = app(true);
+        let response = handle(&app, request("POST", QUERY, r#"{"ErrorCode":10017}"#)).await;
+        assert_eq!(response.status(), 503);
+        let body = body_of(&response);
+        assert_eq!(body["ActionStatus"], "FAIL");
+        assert_eq!(body["ErrorCode"], 5030);
+    }
+
+    #[tokio::test]
+    async fn refusals_are_chat_shaped_fail_answers_and_publish_nothing() {
+        let app = app(false);
+        for (method, query, body, status) in [
+            ("PUT", QUERY, "{}", 405),
+            ("POST", "SdkAppid=1", "{}", 403),
+            ("POST", QUERY, "[]", 400),
+        ] {
+            let response = handle(&app, request(method, query, body)).await;
+            assert_eq!(response.status(), status);
+            let body = body_of(&response);
+            assert_eq!(body["ActionStatus"], "FAIL");
+            assert_ne!(body["ErrorCode"], 0);
+            assert!(!body["ErrorInfo"].as_str().unwrap().is_empty());
+        }
+        assert!(app.publisher.sent.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn unclassified_without_a_topic_is_acknowledged_and_not_published() {
+        let app = app(false);
+        let response = handle(&app, request("POST", QUERY, r#"{"ErrorCode":1}"#)).await;
+        assert_eq!(response.status(), 200);
+        assert!(app.publisher.sent.lock().unwrap().is_empty());
+    }
 }

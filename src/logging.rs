@@ -1,8 +1,19 @@
 //! Log set-up: one JSON object per line (what CloudWatch Logs Insights, metric filters and the
 //! replay tool read), unless Lambda's log format is explicitly `Text`.
 
+use crate::envelope::rfc3339_millis;
+use serde_json::value::RawValue;
+use std::fmt::{self, Write as _};
+use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+
+/// String fields that hold JSON and are written into the record as JSON, not as a string, so
+/// that Logs Insights can query inside them and replay reads them back unchanged.
+pub const JSON_FIELDS: [&str; 2] = ["envelope", "_aws"];
 
 /// Whether `AWS_LAMBDA_LOG_FORMAT` asks for JSON. Unset means JSON too: the `publish_failed`
 /// record must stay machine-readable for replay.
@@ -23,11 +34,7 @@ pub fn level_from_env() -> LevelFilter {
 }
 
 /// The subscriber used in production, writing to `writer`; tests pass a buffer.
-pub fn subscriber<W>(
-    json: bool,
-    level: LevelFilter,
-    writer: W,
-) -> Box<dyn tracing::Subscriber + Send + Sync>
+pub fn subscriber<W>(json: bool, level: LevelFilter, writer: W) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
@@ -37,14 +44,7 @@ where
         .with_target(false)
         .with_ansi(false);
     if json {
-        Box::new(
-            builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(false)
-                .finish(),
-        )
+        Box::new(builder.event_format(JsonLines).finish())
     } else {
         Box::new(builder.without_time().finish())
     }
@@ -55,4 +55,154 @@ pub fn init() {
     let subscriber = subscriber(json_from_env(), level_from_env(), std::io::stdout);
     // Only fails if a subscriber is already set, in which case that one is kept.
     let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+/// `{"timestamp":…,"level":…,"message":…, then the event's fields in order}`.
+struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut line = String::with_capacity(256);
+        line.push_str("{\"timestamp\":\"");
+        line.push_str(&rfc3339_millis(std::time::SystemTime::now()));
+        line.push_str("\",\"level\":\"");
+        line.push_str(event.metadata().level().as_str());
+        line.push('"');
+        event.record(&mut JsonFields(&mut line));
+        line.push('}');
+        writeln!(writer, "{line}")
+    }
+}
+
+struct JsonFields<'a>(&'a mut String);
+
+impl JsonFields<'_> {
+    fn key(&mut self, field: &Field) {
+        self.0.push(',');
+        push_json_string(self.0, field.name());
+        self.0.push(':');
+    }
+}
+
+impl Visit for JsonFields<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.key(field);
+        let embed =
+            JSON_FIELDS.contains(&field.name()) && serde_json::from_str::<&RawValue>(value).is_ok();
+        if embed {
+            self.0.push_str(value.trim());
+        } else {
+            push_json_string(self.0, value);
+        }
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.key(field);
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.key(field);
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.key(field);
+        let _ = write!(self.0, "{value}");
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.key(field);
+        match serde_json::Number::from_f64(value) {
+            Some(n) => {
+                let _ = write!(self.0, "{n}");
+            }
+            None => self.0.push_str("null"),
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.record_str(field, &format!("{value:?}"));
+    }
+}
+
+fn push_json_string(out: &mut String, value: &str) {
+    out.push_str(&serde_json::to_string(value).expect("a string always serializes"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn capture(json: bool, emit: impl FnOnce()) -> String {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = subscriber(json, LevelFilter::INFO, move || writer.clone());
+        tracing::subscriber::with_default(subscriber, emit);
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn records_are_one_json_object_per_line_with_envelopes_nested() {
+        let out = capture(true, || {
+            tracing::error!(
+                event = "publish_failed",
+                errorCode = 10023,
+                envelope = r#"{"a":[1,"x"]}"#,
+                note = "say \"hi\"\n",
+                "message {}",
+                1
+            );
+            tracing::debug!(event = "hidden");
+        });
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "{out}");
+        let record: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(record["level"], "ERROR");
+        assert_eq!(record["event"], "publish_failed");
+        assert_eq!(record["errorCode"], 10023);
+        assert_eq!(record["envelope"]["a"][1], "x");
+        assert_eq!(record["note"], "say \"hi\"\n");
+        assert_eq!(record["message"], "message 1");
+        assert!(record["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn a_json_field_that_is_not_json_stays_a_string() {
+        let out = capture(true, || tracing::info!(envelope = "{not json"));
+        let record: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(record["envelope"], "{not json");
+    }
+
+    #[test]
+    fn text_format_is_available() {
+        let out = capture(false, || tracing::info!(event = "callback", "hello"));
+        assert!(
+            out.contains("hello") && out.contains("event=\"callback\""),
+            "{out}"
+        );
+    }
 }
