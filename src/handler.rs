@@ -77,59 +77,50 @@ pub async fn handle<P: Publisher>(app: &App<P>, request: Request) -> Response<Bo
         }
         Decision::Exception {
             message,
-            topic: None,
+            topic,
             error_code,
             group_id,
         } => {
-            // No topic for this category: the log line is where the exception is kept.
+            let published = match topic {
+                Some(topic) => match app.publisher.publish(topic, &message).await {
+                    Ok(message_id) => Some(message_id),
+                    Err(error) => {
+                        // Chat will not send this again: this record is the only copy, for replay.
+                        tracing::error!(
+                            event = "publish_failed",
+                            outcome = "publish_failed",
+                            category = message.category.as_str(),
+                            errorCode = error_code,
+                            groupId = group_id,
+                            topicArn = topic.arn,
+                            dedupKey = message.dedup_key,
+                            envelope = message.body,
+                            error = %error,
+                            requestId = request_id,
+                        );
+                        return fail(&Rejection::PublishFailed);
+                    }
+                },
+                None => None,
+            };
+            // Without a topic for its category, the log line is where the exception is kept.
             tracing::info!(
                 event = "callback",
-                outcome = "logged",
+                outcome = if published.is_some() {
+                    "published"
+                } else {
+                    "logged"
+                },
                 category = message.category.as_str(),
                 errorCode = error_code,
                 groupId = group_id,
                 dedupKey = message.dedup_key,
-                envelope = message.body,
+                messageId = published,
+                envelope = published.is_none().then_some(message.body.as_str()),
                 requestId = request_id,
             );
             acknowledge()
         }
-        Decision::Exception {
-            message,
-            topic: Some(topic),
-            error_code,
-            group_id,
-        } => match app.publisher.publish(topic, &message).await {
-            Ok(message_id) => {
-                tracing::info!(
-                    event = "callback",
-                    outcome = "published",
-                    category = message.category.as_str(),
-                    errorCode = error_code,
-                    groupId = group_id,
-                    dedupKey = message.dedup_key,
-                    messageId = message_id,
-                    requestId = request_id,
-                );
-                acknowledge()
-            }
-            Err(error) => {
-                // Chat will not send this again: this record is the only copy, made for replay.
-                tracing::error!(
-                    event = "publish_failed",
-                    outcome = "publish_failed",
-                    category = message.category.as_str(),
-                    errorCode = error_code,
-                    groupId = group_id,
-                    topicArn = topic.arn,
-                    dedupKey = message.dedup_key,
-                    envelope = message.body,
-                    error = %error,
-                    requestId = request_id,
-                );
-                fail(&Rejection::PublishFailed)
-            }
-        },
     }
 }
 
