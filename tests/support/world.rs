@@ -1,0 +1,285 @@
+//! A test's own SNS topics, one per category, each with an SQS queue subscribed to read back
+//! what subscribers receive. Names are unique per test so tests run in parallel on one moto.
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_sns::config::Credentials;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
+use im_exception_webhook::classify::Category;
+use im_exception_webhook::config::TOPIC_VARIABLES;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const REGION: &str = "us-east-1";
+
+/// The categories in the configuration's order (`TOPIC_VARIABLES`).
+pub const CATEGORIES: [Category; 5] = Category::ALL;
+
+/// Static test credentials; nothing is read from the environment.
+pub fn credentials() -> Credentials {
+    Credentials::new("test", "test", None, None, "static")
+}
+
+/// The production loader, pointed at `endpoint` with static credentials and a fixed region.
+pub fn loader(endpoint: &str) -> aws_config::ConfigLoader {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(credentials())
+        .endpoint_url(endpoint)
+}
+
+/// SDK configuration for the test's own (set-up and read-back) clients.
+async fn sdk_config(endpoint: &str) -> SdkConfig {
+    loader(endpoint)
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
+        .load()
+        .await
+}
+
+/// What a subscriber received: the SQS message and the SNS notification in its body.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The SNS notification JSON (non-raw delivery).
+    pub notification: Value,
+    /// SQS system attributes (`MessageGroupId`, `MessageDeduplicationId` on FIFO queues).
+    pub system_attributes: HashMap<String, String>,
+}
+
+impl Delivery {
+    /// The SNS `Message`, parsed: the envelope.
+    pub fn envelope(&self) -> Value {
+        let message = self.notification["Message"]
+            .as_str()
+            .expect("notification has a Message string");
+        serde_json::from_str(message).expect("the Message is JSON")
+    }
+
+    pub fn subject(&self) -> Option<&str> {
+        self.notification["Subject"].as_str()
+    }
+
+    /// `MessageAttributes` as name -> (Type, Value).
+    pub fn attributes(&self) -> HashMap<String, (String, String)> {
+        let Some(map) = self.notification["MessageAttributes"].as_object() else {
+            return HashMap::new();
+        };
+        map.iter()
+            .map(|(name, v)| {
+                let field = |f: &str| {
+                    v[f].as_str()
+                        .unwrap_or_else(|| panic!("attribute {name} has no {f}: {v}"))
+                        .to_owned()
+                };
+                (name.clone(), (field("Type"), field("Value")))
+            })
+            .collect()
+    }
+}
+
+pub struct Subscribed {
+    pub category: Category,
+    pub topic_arn: String,
+    pub queue_url: String,
+}
+
+/// One test's topics and queues on the moto server.
+pub struct World {
+    pub endpoint: String,
+    pub sqs: aws_sdk_sqs::Client,
+    pub topics: Vec<Subscribed>,
+}
+
+impl World {
+    /// Five standard topics on the shared moto server.
+    pub async fn standard(test: &str) -> World {
+        World::create(super::moto::url(), test, false).await
+    }
+
+    /// Five FIFO topics (and FIFO queues) on the shared moto server.
+    pub async fn fifo(test: &str) -> World {
+        World::create(super::moto::url(), test, true).await
+    }
+
+    async fn create(endpoint: &str, test: &str, fifo: bool) -> World {
+        let config = sdk_config(endpoint).await;
+        let sns = aws_sdk_sns::Client::new(&config);
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let prefix = unique_prefix(test);
+        let suffix = if fifo { ".fifo" } else { "" };
+
+        let mut topics = Vec::new();
+        for category in CATEGORIES {
+            let name = format!("{prefix}-{category}{suffix}");
+            let mut create_topic = sns.create_topic().name(&name);
+            if fifo {
+                create_topic = create_topic
+                    .attributes("FifoTopic", "true")
+                    .attributes("ContentBasedDeduplication", "false");
+            }
+            let topic_arn = create_topic
+                .send()
+                .await
+                .expect("create topic")
+                .topic_arn
+                .expect("topic ARN");
+
+            let mut create_queue = sqs.create_queue().queue_name(&name);
+            if fifo {
+                create_queue = create_queue.attributes(QueueAttributeName::FifoQueue, "true");
+            }
+            let queue_url = create_queue
+                .send()
+                .await
+                .expect("create queue")
+                .queue_url
+                .expect("queue URL");
+            let queue_arn = sqs
+                .get_queue_attributes()
+                .queue_url(&queue_url)
+                .attribute_names(QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .expect("get queue attributes")
+                .attributes
+                .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+                .expect("queue ARN");
+            sns.subscribe()
+                .topic_arn(&topic_arn)
+                .protocol("sqs")
+                .endpoint(queue_arn)
+                .send()
+                .await
+                .expect("subscribe queue");
+
+            topics.push(Subscribed {
+                category,
+                topic_arn,
+                queue_url,
+            });
+        }
+        World {
+            endpoint: endpoint.to_owned(),
+            sqs,
+            topics,
+        }
+    }
+
+    pub fn topic(&self, category: Category) -> &Subscribed {
+        self.topics
+            .iter()
+            .find(|t| t.category == category)
+            .expect("every category has a topic")
+    }
+
+    /// The function's configuration: app id 1400000000 and every topic, unclassified included.
+    pub fn env(&self) -> HashMap<String, String> {
+        let mut env: HashMap<String, String> = self
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    TOPIC_VARIABLES[t.category.index()].to_owned(),
+                    t.topic_arn.clone(),
+                )
+            })
+            .collect();
+        env.insert("IM_SDK_APP_ID".into(), super::SDK_APP_ID.into());
+        env
+    }
+
+    /// Receives (and deletes) messages from `category`'s queue until `expected` have arrived
+    /// or a short deadline passes, then checks once more that nothing else is waiting.
+    pub async fn received(&self, category: Category, expected: usize) -> Vec<Delivery> {
+        let queue = &self.topic(category).queue_url;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut deliveries = Vec::new();
+        while deliveries.len() < expected && Instant::now() < deadline {
+            deliveries.extend(self.receive_once(queue, 1).await);
+        }
+        // moto delivers to SQS before Publish returns, so anything extra is already there.
+        deliveries.extend(self.receive_once(queue, 0).await);
+        deliveries
+    }
+
+    /// Messages received on every queue, by category, after one short receive each.
+    pub async fn received_anywhere(&self) -> Vec<(Category, Delivery)> {
+        let mut all = Vec::new();
+        for t in &self.topics {
+            for d in self.receive_once(&t.queue_url, 0).await {
+                all.push((t.category, d));
+            }
+        }
+        all
+    }
+
+    /// Asserts that exactly one message reached `category`'s queue and none reached any other.
+    pub async fn only_delivery(&self, category: Category) -> Delivery {
+        let mut got = self.received(category, 1).await;
+        let elsewhere = self.received_anywhere().await;
+        assert!(
+            elsewhere.is_empty(),
+            "expected one delivery to {category} only, also got {elsewhere:#?}"
+        );
+        assert_eq!(got.len(), 1, "deliveries to {category}: {got:#?}");
+        got.pop().unwrap()
+    }
+
+    /// Asserts that no queue received anything.
+    pub async fn assert_nothing_published(&self) {
+        let all = self.received_anywhere().await;
+        assert!(all.is_empty(), "expected nothing published, got {all:#?}");
+    }
+
+    async fn receive_once(&self, queue_url: &str, wait_secs: i32) -> Vec<Delivery> {
+        let output = self
+            .sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait_secs)
+            .message_attribute_names("All")
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive message");
+        let mut deliveries = Vec::new();
+        for message in output.messages.unwrap_or_default() {
+            // Deleted at once: a FIFO queue holds back the rest of a group until then.
+            if let Some(handle) = &message.receipt_handle {
+                self.sqs
+                    .delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .expect("delete message");
+            }
+            let body = message.body.as_deref().expect("message body");
+            deliveries.push(Delivery {
+                notification: serde_json::from_str(body)
+                    .unwrap_or_else(|e| panic!("SQS body is not JSON ({e}): {body}")),
+                system_attributes: message
+                    .attributes
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), v))
+                    .collect(),
+            });
+        }
+        deliveries
+    }
+}
+
+/// `it-<test>-<pid>-<n>`: unique across tests, runs and parallel binaries, and a valid SNS
+/// topic and SQS queue name (letters, digits, hyphens; at most 80 characters with `.fifo`).
+fn unique_prefix(test: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let test: String = test
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(32)
+        .collect();
+    format!("it-{test}-{}-{n}", std::process::id())
+}
