@@ -85,50 +85,64 @@ impl Exception<'_> {
             self.error_code,
         );
         let received_at = rfc3339_millis(self.received_at);
+        let opt_platform = self.opt_platform.filter(|v| !v.is_empty());
         let envelope = Envelope {
             category: self.category,
             error_code: self.error_code,
             sdk_app_id: self.sdk_app_id,
             client_ip: self.client_ip.filter(|v| !v.is_empty()),
-            opt_platform: self.opt_platform.filter(|v| !v.is_empty()),
+            opt_platform,
             received_at: &received_at,
             dedup_key: &dedup_key,
             callback: self.raw_callback,
         };
         let body = serde_json::to_string(&envelope).expect("the envelope is always serializable");
-        let group_id = non_empty(&cb.group_id);
+        MessageParts {
+            category: self.category,
+            error_code: self.error_code,
+            sdk_app_id: self.sdk_app_id,
+            opt_platform,
+            callback: cb,
+            dedup_key,
+            body,
+        }
+        .into_message()
+    }
+}
 
+/// What a publish is derived from, whether fresh from Chat or read back from an envelope
+/// (replay): one derivation, so a replayed message is the message the function would have sent.
+#[derive(Debug)]
+pub struct MessageParts<'a> {
+    pub category: Category,
+    pub error_code: i64,
+    pub sdk_app_id: &'a str,
+    pub opt_platform: Option<&'a str>,
+    pub callback: &'a Callback<'a>,
+    pub dedup_key: String,
+    /// The envelope JSON: the message body.
+    pub body: String,
+}
+
+impl MessageParts<'_> {
+    pub fn into_message(self) -> Message {
+        let cb = self.callback;
+        let group_id = non_empty(&cb.group_id);
         let attributes = [
-            (
-                "category",
-                AttributeType::String,
-                Some(self.category.as_str()),
-            ),
-            ("groupId", AttributeType::String, group_id),
-            (
-                "groupType",
-                AttributeType::String,
-                non_empty(&cb.group_type),
-            ),
-            (
-                "fromAccount",
-                AttributeType::String,
-                non_empty(&cb.from_account),
-            ),
-            (
-                "operatorAccount",
-                AttributeType::String,
-                non_empty(&cb.operator_account),
-            ),
-            ("sdkAppId", AttributeType::String, Some(self.sdk_app_id)),
-            ("optPlatform", AttributeType::String, envelope.opt_platform),
-            ("dedupKey", AttributeType::String, Some(dedup_key.as_str())),
+            ("category", Some(self.category.as_str())),
+            ("groupId", group_id),
+            ("groupType", non_empty(&cb.group_type)),
+            ("fromAccount", non_empty(&cb.from_account)),
+            ("operatorAccount", non_empty(&cb.operator_account)),
+            ("sdkAppId", Some(self.sdk_app_id)),
+            ("optPlatform", self.opt_platform.filter(|v| !v.is_empty())),
+            ("dedupKey", Some(self.dedup_key.as_str())),
         ]
         .into_iter()
-        .filter_map(|(name, data_type, value)| {
+        .filter_map(|(name, value)| {
             value.filter(|v| sns_accepts(v)).map(|v| Attribute {
                 name,
-                data_type,
+                data_type: AttributeType::String,
                 value: v.to_owned(),
             })
         })
@@ -143,9 +157,9 @@ impl Exception<'_> {
             category: self.category,
             subject: subject(self.category, self.error_code, group_id),
             group_id: fifo_group_id(group_id),
-            body,
+            body: self.body,
             attributes,
-            dedup_key,
+            dedup_key: self.dedup_key,
         }
     }
 }
