@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::decision::{Decision, WebhookRequest, decide};
+use crate::metrics::{Counted, emf_metadata};
 use crate::publish::Publisher;
 use crate::query::Query;
 use crate::rejection::Rejection;
@@ -51,7 +52,8 @@ pub async fn handle<P: Publisher>(app: &App<P>, request: Request) -> Response<Bo
         .lambda_context_ref()
         .map_or("", |c| c.request_id.as_str());
 
-    let decision = match decide(&webhook_request, &app.config, SystemTime::now()) {
+    let now = SystemTime::now();
+    let decision = match decide(&webhook_request, &app.config, now) {
         Ok(decision) => decision,
         Err(rejection) => {
             tracing::warn!(
@@ -59,6 +61,9 @@ pub async fn handle<P: Publisher>(app: &App<P>, request: Request) -> Response<Bo
                 outcome = "rejected",
                 reason = rejection.reason(),
                 detail = %rejection,
+                Reason = rejection.reason(),
+                Rejected = 1,
+                _aws = emf_metadata(Counted::Rejected, now),
                 requestId = request_id,
             );
             return fail(&rejection);
@@ -96,6 +101,10 @@ pub async fn handle<P: Publisher>(app: &App<P>, request: Request) -> Response<Bo
                             dedupKey = message.dedup_key,
                             envelope = message.body,
                             error = %error,
+                            Category = message.category.as_str(),
+                            Exceptions = 1,
+                            PublishFailures = 1,
+                            _aws = emf_metadata(Counted::PublishFailure, now),
                             requestId = request_id,
                         );
                         return fail(&Rejection::PublishFailed);
@@ -117,6 +126,9 @@ pub async fn handle<P: Publisher>(app: &App<P>, request: Request) -> Response<Bo
                 dedupKey = message.dedup_key,
                 messageId = published,
                 envelope = published.is_none().then_some(message.body.as_str()),
+                Category = message.category.as_str(),
+                Exceptions = 1,
+                _aws = emf_metadata(Counted::Exception, now),
                 requestId = request_id,
             );
             acknowledge()
@@ -268,5 +280,34 @@ mod tests {
         let response = handle(&app, request("POST", QUERY, r#"{"ErrorCode":1}"#)).await;
         assert_eq!(response.status(), 200);
         assert!(app.publisher.sent.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn every_callback_line_carries_valid_emf_metrics() {
+        let (_guard, logs) = crate::logging::capture::start(true);
+        let ok = app(false);
+        handle(&ok, request("POST", QUERY, r#"{"ErrorCode":10017}"#)).await;
+        handle(&ok, request("POST", "SdkAppid=2", "{}")).await;
+        handle(&app(true), request("POST", QUERY, r#"{"ErrorCode":10004}"#)).await;
+
+        let records = logs.records();
+        assert_eq!(records.len(), 3, "{records:#?}");
+        let metrics: Vec<Vec<String>> = records
+            .iter()
+            .map(|r| crate::metrics::validate_emf(r).unwrap())
+            .collect();
+        assert_eq!(
+            metrics,
+            [
+                vec!["Exceptions"],
+                vec!["Rejected"],
+                vec!["Exceptions", "PublishFailures"]
+            ]
+        );
+        assert_eq!(records[0]["Category"], "muted_sender");
+        assert_eq!(records[1]["Reason"], "sdk_app_id");
+        assert_eq!(records[2]["event"], "publish_failed");
+        assert_eq!(records[2]["Category"], "invalid_group");
+        assert_eq!(records[2]["envelope"]["errorCode"], 10004);
     }
 }

@@ -13,6 +13,7 @@ pub mod decision;
 pub mod envelope;
 pub mod handler;
 pub mod logging;
+pub mod metrics;
 pub mod publish;
 pub mod query;
 pub mod rejection;

@@ -139,13 +139,14 @@ fn push_json_string(out: &mut String, value: &str) {
     out.push_str(&serde_json::to_string(value).expect("a string always serializes"));
 }
 
+/// Captures the production JSON format in memory, for tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod capture {
     use super::*;
     use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Buffer(Arc<Mutex<Vec<u8>>>);
 
     impl std::io::Write for Buffer {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -157,12 +158,38 @@ mod tests {
         }
     }
 
-    fn capture(json: bool, emit: impl FnOnce()) -> String {
+    impl Buffer {
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+
+        pub(crate) fn records(&self) -> Vec<serde_json::Value> {
+            self.text()
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("a JSON line"))
+                .collect()
+        }
+    }
+
+    /// Installs a capturing subscriber on this thread until the guard drops.
+    pub(crate) fn start(json: bool) -> (tracing::subscriber::DefaultGuard, Buffer) {
         let buffer = Buffer::default();
         let writer = buffer.clone();
-        let subscriber = subscriber(json, LevelFilter::INFO, move || writer.clone());
-        tracing::subscriber::with_default(subscriber, emit);
-        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+        let guard =
+            tracing::subscriber::set_default(subscriber(json, LevelFilter::INFO, move || {
+                writer.clone()
+            }));
+        (guard, buffer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    fn capture(json: bool, emit: impl FnOnce()) -> String {
+        let (guard, buffer) = super::capture::start(json);
+        emit();
+        drop(guard);
+        buffer.text()
     }
 
     #[test]
