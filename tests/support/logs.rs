@@ -44,6 +44,9 @@ impl Logs {
         let subscriber =
             im_exception_webhook::logging::subscriber(true, LevelFilter::INFO, logs.clone());
         let guard = tracing::subscriber::set_default(subscriber);
+        // Another test thread may have met a callsite while no subscriber was interested and
+        // cached "never" for it; ask every callsite again now that this one exists.
+        tracing::callsite::rebuild_interest_cache();
         (logs, guard)
     }
 
