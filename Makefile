@@ -3,8 +3,13 @@
 VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+SAM    := $(VENV)/bin/sam
+# The template checks need no AWS account, credentials or network: pin a region and dummy
+# credentials (and ignore any profile) so nothing on the machine changes their outcome.
+OFFLINE_AWS := env -u AWS_PROFILE -u AWS_DEFAULT_PROFILE AWS_ACCESS_KEY_ID=offline \
+	AWS_SECRET_ACCESS_KEY=offline AWS_DEFAULT_REGION=us-east-1 SAM_CLI_TELEMETRY=0
 
-.PHONY: venv test lint check run clean
+.PHONY: venv test check-template lint check run build lambda bench clean
 
 venv: $(STAMP)
 
@@ -14,9 +19,18 @@ $(STAMP): requirements-dev.txt
 	$(PYTHON) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-# Unit tests, and integration tests against a moto server they start themselves.
-test: venv
+# The template checks, then unit tests and integration tests against a moto server they start
+# themselves.
+test: venv check-template
 	MOTO_SERVER="$(abspath $(VENV))/bin/moto_server" cargo test --all-targets
+
+# template.yaml: cfn-lint, SAM's own validation (with its linter), and tests/*.py, which check
+# the template against the code (environment variables, defaults, topics, alarms, publish
+# rights). pytest exits 5 when it collects no test: that fails the target, as it should.
+check-template: venv
+	$(OFFLINE_AWS) $(VENV)/bin/cfn-lint template.yaml
+	$(OFFLINE_AWS) $(SAM) validate --lint --region us-east-1 --template-file template.yaml
+	$(OFFLINE_AWS) $(PYTHON) -m pytest -q -p no:cacheprovider tests
 
 lint:
 	cargo fmt --all -- --check
@@ -29,5 +43,22 @@ check: lint test
 run: venv
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) scripts/local_run.py
 
+# The Lambda artefact, an arm64 `bootstrap` (cargo lambda cross-compiles with zig; no Docker).
+# `make build`: `sam build`, through cargo lambda, into .aws-sam/build/WebhookFunction/, ready
+# for `sam deploy`. `make lambda`: cargo lambda alone, into
+# target/lambda/im-exception-webhook/bootstrap (zip it with `cargo lambda build --output-format zip`).
+build: venv
+	PATH="$(abspath $(VENV))/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(SAM) build
+
+lambda: venv
+	PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda build --release --arm64 --bin im-exception-webhook
+
+# Performance: the cold-start and warm benchmark under a local Lambda Runtime API (release
+# binaries, SNS on moto over HTTP and HTTPS), then the in-process criterion benchmark.
+bench: venv
+	cargo build --release --bin im-exception-webhook --example bench-hello
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) bench/cold_start.py
+	cargo bench --bench in_process
+
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) target .aws-sam
