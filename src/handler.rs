@@ -223,6 +223,10 @@ mod tests {
             .with_query_string_parameters(map)
     }
 
+    // Every test here logs through a subscriber of its own: tracing caches a callsite met with
+    // no interested subscriber as "never", across threads, which would hide lines from the
+    // test that captures them.
+
     fn body_of(response: &Response<Body>) -> serde_json::Value {
         serde_json::from_slice(response.body().as_ref()).unwrap()
     }
@@ -232,6 +236,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_published_exception_gets_the_exact_acknowledgement() {
+        let _logs = crate::logging::capture::start(true);
         let app = app(false);
         let response = handle(
             &app,
@@ -248,6 +253,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_publish_is_503_and_not_acknowledged() {
+        let _logs = crate::logging::capture::start(true);
         let app = app(true);
         let response = handle(&app, request("POST", QUERY, r#"{"ErrorCode":10017}"#)).await;
         assert_eq!(response.status(), 503);
@@ -258,6 +264,7 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_are_chat_shaped_fail_answers_and_publish_nothing() {
+        let _logs = crate::logging::capture::start(true);
         let app = app(false);
         for (method, query, body, status) in [
             ("PUT", QUERY, "{}", 405),
@@ -276,6 +283,7 @@ mod tests {
 
     #[tokio::test]
     async fn unclassified_without_a_topic_is_acknowledged_and_not_published() {
+        let _logs = crate::logging::capture::start(true);
         let app = app(false);
         let response = handle(&app, request("POST", QUERY, r#"{"ErrorCode":1}"#)).await;
         assert_eq!(response.status(), 200);

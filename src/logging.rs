@@ -96,8 +96,12 @@ impl JsonFields<'_> {
 impl Visit for JsonFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.key(field);
-        let embed =
-            JSON_FIELDS.contains(&field.name()) && serde_json::from_str::<&RawValue>(value).is_ok();
+        // A record must stay on one line: CloudWatch stores each line as its own event. A body
+        // sent pretty-printed keeps its line breaks in the envelope, so such an envelope is
+        // written as a string, which keeps its bytes exact for replay.
+        let embed = JSON_FIELDS.contains(&field.name())
+            && !value.contains(['\n', '\r'])
+            && serde_json::from_str::<&RawValue>(value).is_ok();
         if embed {
             self.0.push_str(value.trim());
         } else {
@@ -215,6 +219,15 @@ mod tests {
         assert_eq!(record["note"], "say \"hi\"\n");
         assert_eq!(record["message"], "message 1");
         assert!(record["timestamp"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn a_json_field_with_line_breaks_stays_a_string_on_one_line() {
+        let envelope = "{\"callback\":{\n  \"ErrorCode\": 1\r\n}}";
+        let out = capture(true, || tracing::error!(envelope));
+        assert_eq!(out.lines().count(), 1, "{out}");
+        let record: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(record["envelope"], envelope);
     }
 
     #[test]

@@ -43,9 +43,16 @@ impl Logs {
         let logs = Logs::default();
         let subscriber =
             im_exception_webhook::logging::subscriber(true, LevelFilter::INFO, logs.clone());
+        // tracing caches, across threads, a callsite met while no subscriber was interested as
+        // "never". A process-wide sink keeps every callsite interesting for the tests that run
+        // code without capturing, and the rebuild mends what was cached before it existed.
+        static SINK: std::sync::Once = std::sync::Once::new();
+        SINK.call_once(|| {
+            let sink =
+                im_exception_webhook::logging::subscriber(true, LevelFilter::INFO, std::io::sink);
+            let _ = tracing::subscriber::set_global_default(sink);
+        });
         let guard = tracing::subscriber::set_default(subscriber);
-        // Another test thread may have met a callsite while no subscriber was interested and
-        // cached "never" for it; ask every callsite again now that this one exists.
         tracing::callsite::rebuild_interest_cache();
         (logs, guard)
     }
