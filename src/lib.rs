@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod publish;
 pub mod query;
 pub mod rejection;
+pub mod replay;
 
 /// The only callback command this function publishes; every other command is acknowledged.
 pub const EXCEPTION_COMMAND: &str = "Group.CallbackSendMsgException";

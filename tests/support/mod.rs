@@ -2,9 +2,14 @@
 //! what subscribers receive, API Gateway events, the function built as production builds it,
 //! and captured log records.
 
+// Each test binary (integration, faults, load, …) uses its own part of the harness.
+#![allow(dead_code)]
+
 pub mod events;
+pub mod fault_proxy;
 pub mod logs;
 pub mod moto;
+pub mod replay_bin;
 pub mod world;
 
 use im_exception_webhook::config::Config;

@@ -1,0 +1,432 @@
+//! Fault injection: a proxy in front of the moto server makes SNS answer 500, throttle, answer
+//! later than the function waits, or refuse connections. For each, Chat gets 503 within
+//! `PUBLISH_TIMEOUT_MS` plus a margin, the `publish_failed` record is written, and once SNS is
+//! back, replaying the captured log (through the library, or the `im-exception-replay` binary)
+//! delivers exactly the message the function would have published.
+//!
+//! Run with `make test`, or `MOTO_SERVER=$PWD/.venv/bin/moto_server cargo test --test faults`.
+
+mod support;
+
+use im_exception_webhook::classify::Category;
+use im_exception_webhook::handler::App;
+use im_exception_webhook::publish::SnsPublisher;
+use im_exception_webhook::replay;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use support::fault_proxy::{FaultProxy, Mode};
+use support::world::Delivery;
+use support::{Call, Logs, World, callback, invoke, replay_bin};
+
+const GROUP: &str = "@TGS#2J4SZEAEL";
+const PUBLISH_TIMEOUT_MS: u64 = 800;
+/// Scheduling slack on top of the deadline: a deadline check, not a benchmark.
+const MARGIN: Duration = Duration::from_millis(1000);
+/// Longer than the function waits for SNS.
+const TOO_SLOW: Duration = Duration::from_millis(PUBLISH_TIMEOUT_MS + 400);
+
+/// A test's topics (with their SQS queues), and the production function publishing to them
+/// through a fault proxy.
+struct Faulty {
+    world: World,
+    proxy: FaultProxy,
+    /// The function's configuration, which the replay binary is given too.
+    env: HashMap<String, String>,
+    app: &'static App<SnsPublisher>,
+}
+
+impl Faulty {
+    async fn standard(test: &str, mode: Mode) -> Faulty {
+        Faulty::new(World::standard(test).await, mode).await
+    }
+
+    async fn fifo(test: &str, mode: Mode) -> Faulty {
+        Faulty::new(World::fifo(test).await, mode).await
+    }
+
+    async fn new(world: World, mode: Mode) -> Faulty {
+        let proxy = FaultProxy::start(&world.endpoint, mode).await;
+        let mut env = world.env();
+        env.insert("PUBLISH_TIMEOUT_MS".into(), PUBLISH_TIMEOUT_MS.to_string());
+        let app = support::function(&env, &proxy.url()).await;
+        Faulty {
+            world,
+            proxy,
+            env,
+            app,
+        }
+    }
+
+    /// Sends `body` as Chat does while SNS fails: 503 within the deadline plus the margin,
+    /// one more `publish_failed` record, for this callback and its category's topic.
+    async fn fails(&self, logs: &Logs, body: &Value, category: Category) -> Value {
+        let before = logs.events("publish_failed").len();
+        let started = Instant::now();
+        let answer = invoke(self.app, &Call::chat(body.to_string()).http_api()).await;
+        let elapsed = started.elapsed();
+
+        answer.assert_fail(503);
+        assert_eq!(answer.json()["ErrorCode"], 5030);
+        let limit = Duration::from_millis(PUBLISH_TIMEOUT_MS) + MARGIN;
+        assert!(
+            elapsed < limit,
+            "answered after {elapsed:?}, limit {limit:?}"
+        );
+        let records = logs.events("publish_failed");
+        assert_eq!(records.len(), before + 1, "{}", logs.text());
+        let record = records.last().unwrap().clone();
+        assert_eq!(record["level"], "ERROR");
+        assert_eq!(record["category"], category.as_str());
+        assert_eq!(
+            record["topicArn"],
+            self.world.topic(category).topic_arn.as_str()
+        );
+        assert_eq!(support::logs::envelope(&record)["callback"], *body);
+        record
+    }
+
+    /// Replays `log` through the library, with the function's configuration and publisher.
+    async fn replay(&self, log: &str) -> String {
+        let mut report = Vec::new();
+        let summary = replay::replay_text(
+            "log",
+            log,
+            &self.app.config,
+            &self.app.publisher,
+            &mut report,
+        )
+        .await;
+        let report = String::from_utf8(report).unwrap();
+        assert_eq!(summary.failed, 0, "{report}");
+        summary.to_string()
+    }
+
+    /// Checks that `delivery`, the replay of a logged envelope, is what the function publishes:
+    /// the Message is the logged envelope byte for byte, and a fresh publish of the same callback
+    /// (SNS healthy) delivers the same subject and attributes, and the same envelope but for
+    /// `receivedAt`.
+    async fn assert_published_as_the_function_would(
+        &self,
+        log: &str,
+        delivery: &Delivery,
+        body: &Value,
+        category: Category,
+    ) {
+        let message = delivery.notification["Message"].as_str().unwrap();
+        assert!(
+            log.contains(&format!("\"envelope\":{message}")),
+            "the replayed Message is the logged envelope, byte for byte:\n{message}\n{log}"
+        );
+        assert_eq!(
+            delivery.notification["TopicArn"],
+            self.world.topic(category).topic_arn.as_str()
+        );
+
+        self.proxy.set(Mode::PassThrough);
+        invoke(self.app, &Call::chat(body.to_string()).http_api())
+            .await
+            .assert_acknowledged();
+        let fresh = self.world.only_delivery(category).await;
+        assert_eq!(delivery.subject(), fresh.subject());
+        assert_eq!(delivery.attributes(), fresh.attributes());
+        let without_time = |d: &Delivery| {
+            let mut envelope = d.envelope();
+            envelope.as_object_mut().unwrap().remove("receivedAt");
+            envelope
+        };
+        assert_eq!(without_time(delivery), without_time(&fresh));
+    }
+}
+
+/// One callback through a fault, then SNS back and the log replayed through the library.
+async fn fault_then_replay(test: &str, fault: Mode) -> Faulty {
+    let f = Faulty::standard(test, fault).await;
+    let body = callback(json!(10023), GROUP);
+    let (logs, _guard) = Logs::capture();
+
+    f.fails(&logs, &body, Category::FrequencyLimit).await;
+    if fault != Mode::Refuse {
+        assert!(f.proxy.requests_in(fault) >= 1, "the publish met the fault");
+    }
+    f.world.assert_nothing_published().await;
+
+    f.proxy.set(Mode::PassThrough);
+    let log = logs.text();
+    assert_eq!(f.replay(&log).await, "replayed 1, failed 0");
+    let delivery = f.world.only_delivery(Category::FrequencyLimit).await;
+    f.assert_published_as_the_function_would(&log, &delivery, &body, Category::FrequencyLimit)
+        .await;
+    f
+}
+
+#[tokio::test]
+async fn sns_answering_500_gives_503_and_the_replayed_log_delivers_the_message() {
+    fault_then_replay("fault-500", Mode::ServerError).await;
+}
+
+#[tokio::test]
+async fn sns_refusing_connections_gives_503_and_the_replayed_log_delivers_the_message() {
+    let f = fault_then_replay("fault-refused", Mode::Refuse).await;
+    // Refused at the TCP level: nothing reached the proxy's HTTP side while refusing.
+    assert_eq!(f.proxy.requests_in(Mode::Refuse), 0);
+}
+
+#[tokio::test]
+async fn sns_answering_later_than_the_deadline_gives_503_and_the_replay_delivers_once() {
+    let f = Faulty::standard("fault-slow", Mode::Slow(TOO_SLOW)).await;
+    let body = callback(json!(10017), GROUP);
+    let (logs, _guard) = Logs::capture();
+
+    f.fails(&logs, &body, Category::MutedSender).await;
+    assert!(f.proxy.requests_in(Mode::Slow(TOO_SLOW)) >= 1);
+
+    f.proxy.set(Mode::PassThrough);
+    let log = logs.text();
+    assert_eq!(f.replay(&log).await, "replayed 1, failed 0");
+    // The held requests were dropped when the function hung up: past their delay, still only
+    // the replay has arrived.
+    tokio::time::sleep(TOO_SLOW).await;
+    assert_eq!(f.proxy.forwarded(), 1, "only the replay reached SNS");
+    let delivery = f.world.only_delivery(Category::MutedSender).await;
+    f.assert_published_as_the_function_would(&log, &delivery, &body, Category::MutedSender)
+        .await;
+}
+
+#[tokio::test]
+async fn sns_throttling_gives_503_and_the_replay_binary_delivers_the_message() {
+    let f = Faulty::standard("fault-throttling", Mode::Throttling).await;
+    let body = callback(json!(80001), GROUP);
+    let (logs, _guard) = Logs::capture();
+
+    f.fails(&logs, &body, Category::ContentFilter).await;
+    assert!(f.proxy.requests_in(Mode::Throttling) >= 1);
+    f.world.assert_nothing_published().await;
+
+    f.proxy.set(Mode::PassThrough);
+    let log = logs.text();
+    let run = replay_bin::run(&f.env, &f.proxy.url(), &[], Some(&log)).await;
+    run.assert_summary(1, 0);
+    let delivery = f.world.only_delivery(Category::ContentFilter).await;
+    f.assert_published_as_the_function_would(&log, &delivery, &body, Category::ContentFilter)
+        .await;
+}
+
+/// SNS takes the publish but answers after the deadline: the function answers 503 and logs the
+/// record although SNS has the message. The replay then publishes it again.
+async fn published_late_then_replayed(f: &Faulty, category: Category) -> Vec<Delivery> {
+    let body = callback(json!(10004), GROUP);
+    let (logs, _guard) = Logs::capture();
+    f.fails(&logs, &body, category).await;
+    let late = f.proxy.requests_in(Mode::Late(TOO_SLOW));
+    assert!(late >= 1);
+
+    f.proxy.set(Mode::PassThrough);
+    assert_eq!(f.replay(&logs.text()).await, "replayed 1, failed 0");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.proxy.forwarded() < late + 1 {
+        assert!(Instant::now() < deadline, "the late publishes reach SNS");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f.world.received(category, late + 1).await
+}
+
+#[tokio::test]
+async fn a_publish_sns_took_after_the_deadline_is_delivered_once_on_fifo_after_replay() {
+    let f = Faulty::fifo("late-fifo", Mode::Late(TOO_SLOW)).await;
+    let deliveries = published_late_then_replayed(&f, Category::InvalidGroup).await;
+    assert_eq!(
+        deliveries.len(),
+        1,
+        "the FIFO queue drops the copies by MessageDeduplicationId: {deliveries:#?}"
+    );
+    f.world.assert_nothing_published().await;
+}
+
+#[tokio::test]
+async fn a_publish_sns_took_after_the_deadline_arrives_again_with_the_same_dedup_key_on_standard() {
+    let f = Faulty::standard("late-standard", Mode::Late(TOO_SLOW)).await;
+    let deliveries = published_late_then_replayed(&f, Category::InvalidGroup).await;
+    // At least once: the late copies and the replay, one Message (the logged envelope, same
+    // receivedAt, same dedupKey) for a subscriber to drop by dedupKey.
+    assert!(deliveries.len() >= 2, "{deliveries:#?}");
+    let first = &deliveries[0].notification["Message"];
+    assert!(
+        deliveries
+            .iter()
+            .all(|d| d.notification["Message"] == *first),
+        "{deliveries:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_log_from_a_run_with_sns_unreachable_is_replayed_in_full_once_sns_is_back() {
+    let f = Faulty::standard("unreachable-run", Mode::Refuse).await;
+    let (logs, _guard) = Logs::capture();
+    let sent: Vec<(Category, Value)> = [
+        (Category::InvalidGroup, 10004),
+        (Category::FrequencyLimit, 10023),
+        (Category::ContentFilter, 80004),
+        (Category::MutedSender, 20012),
+        (Category::Unclassified, 12345),
+    ]
+    .into_iter()
+    .map(|(category, code)| (category, callback(json!(code), &format!("@TGS#{category}"))))
+    .collect();
+
+    for (category, body) in &sent {
+        f.fails(&logs, body, *category).await;
+    }
+    // Lines that are not publish_failed records are in the log too, and skipped.
+    invoke(
+        f.app,
+        &Call::command("Group.CallbackAfterSendMsg", "{}").http_api(),
+    )
+    .await
+    .assert_acknowledged();
+    invoke(f.app, &Call::chat("not json").http_api())
+        .await
+        .assert_fail(400);
+    let log = logs.text();
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("unreachable-run-{}.log", std::process::id()));
+    std::fs::write(
+        &file,
+        format!("START RequestId: 1 Version: $LATEST\n{log}END RequestId: 1\n"),
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+
+    // SNS still down: every record fails, the exit status says so, nothing is delivered.
+    let run = replay_bin::run(&f.env, &f.proxy.url(), &[file], None).await;
+    run.assert_summary(0, sent.len());
+    assert_eq!(
+        run.stderr
+            .lines()
+            .filter(|l| l.starts_with("failed "))
+            .count(),
+        sent.len(),
+        "{}",
+        run.stderr
+    );
+    f.world.assert_nothing_published().await;
+
+    f.proxy.set(Mode::PassThrough);
+    let run = replay_bin::run(&f.env, &f.proxy.url(), &[file], None).await;
+    run.assert_summary(sent.len(), 0);
+    for (category, body) in &sent {
+        let delivery = f.world.received(*category, 1).await;
+        assert_eq!(delivery.len(), 1, "{category}: {delivery:#?}");
+        let message = delivery[0].notification["Message"].as_str().unwrap();
+        assert!(log.contains(&format!("\"envelope\":{message}")));
+        assert_eq!(delivery[0].envelope()["callback"], *body);
+        assert_eq!(delivery[0].envelope()["category"], category.as_str());
+    }
+    f.world.assert_nothing_published().await;
+    let _ = std::fs::remove_file(file);
+}
+
+/// The log as `aws logs filter-log-events` prints it, pretty-printed, in pages of `per_page`
+/// events concatenated (as `--no-paginate` pages saved one after the other are).
+fn filter_log_events_pages(log: &str, per_page: usize) -> String {
+    let events: Vec<Value> = log
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            json!({
+                "logStreamName": "2026/11/25/[$LATEST]0123456789abcdef",
+                "timestamp": 1_795_636_800_000_u64 + i as u64,
+                "message": format!("{line}\n"),
+                "ingestionTime": 1_795_636_801_000_u64 + i as u64,
+                "eventId": format!("{i:056}")
+            })
+        })
+        .collect();
+    events
+        .chunks(per_page)
+        .map(|page| {
+            serde_json::to_string_pretty(&json!({
+                "events": page,
+                "searchedLogStreams": [],
+                "nextToken": "Bxkq6kVGFtq2y_MoigeqscPOdhXVbhiVtLoAmXb5jCrI7fXLrCUjSBF7"
+            }))
+            .unwrap()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn replaying_filter_log_events_output_into_a_fifo_topic_twice_delivers_once() {
+    let f = Faulty::fifo("replay-fifo-twice", Mode::ServerError).await;
+    let (logs, _guard) = Logs::capture();
+    let first = callback(json!(80001), GROUP);
+    let mut second = first.clone();
+    second["Random"] = json!(987654321);
+    f.fails(&logs, &first, Category::ContentFilter).await;
+    f.fails(&logs, &second, Category::ContentFilter).await;
+    let pages = filter_log_events_pages(&logs.text(), 1);
+    assert!(pages.contains("\n}\n{"), "several pages, concatenated");
+
+    f.proxy.set(Mode::PassThrough);
+    for _ in 0..2 {
+        let run = replay_bin::run(&f.env, &f.proxy.url(), &[], Some(&pages)).await;
+        run.assert_summary(2, 0);
+    }
+
+    let deliveries = f.world.received(Category::ContentFilter, 2).await;
+    let callbacks: Vec<Value> = deliveries
+        .iter()
+        .map(|d| d.envelope()["callback"].clone())
+        .collect();
+    assert_eq!(callbacks, [first, second], "each once, in order");
+    for delivery in &deliveries {
+        let envelope = delivery.envelope();
+        let system = &delivery.system_attributes;
+        assert_eq!(
+            system.get("MessageDeduplicationId").map(String::as_str),
+            envelope["dedupKey"].as_str()
+        );
+        assert_eq!(
+            system.get("MessageGroupId").map(String::as_str),
+            Some(GROUP)
+        );
+    }
+    f.world.assert_nothing_published().await;
+}
+
+/// A body with line breaks (Chat's own sample body is pretty-printed) must still give a
+/// one-line `publish_failed` record: Lambda stores each line of standard output as its own
+/// CloudWatch log event, so a record in pieces could be neither queried nor replayed.
+#[tokio::test]
+async fn a_callback_with_line_breaks_is_recorded_on_one_line_and_replayed_from_cloudwatch() {
+    let f = Faulty::standard("multi-line-body", Mode::ServerError).await;
+    let body = callback(json!(10023), GROUP);
+    let (logs, _guard) = Logs::capture();
+
+    let answer = invoke(
+        f.app,
+        &Call::chat(serde_json::to_string_pretty(&body).unwrap()).http_api(),
+    )
+    .await;
+    answer.assert_fail(503);
+
+    let log = logs.text();
+    for line in log.lines() {
+        assert!(
+            serde_json::from_str::<serde::de::IgnoredAny>(line).is_ok(),
+            "every log line is one JSON record: {line}"
+        );
+    }
+    f.proxy.set(Mode::PassThrough);
+    let run = replay_bin::run(
+        &f.env,
+        &f.proxy.url(),
+        &[],
+        Some(&filter_log_events_pages(&log, 50)),
+    )
+    .await;
+    run.assert_summary(1, 0);
+    let delivery = f.world.only_delivery(Category::FrequencyLimit).await;
+    assert_eq!(delivery.envelope()["callback"], body);
+}
