@@ -276,6 +276,9 @@ def main():
     parser.add_argument("--warm", type=int, default=1000, help="invocations in the warm run")
     parser.add_argument("--function", default=str(ROOT / "target/release/im-exception-webhook"))
     parser.add_argument("--hello", default=str(ROOT / "target/release/examples/bench-hello"))
+    parser.add_argument("--also", action="append", default=[], metavar="LABEL=BINARY",
+                        help="another build of the function to start beside it, over HTTP "
+                             "(e.g. to compare release profiles)")
     parser.add_argument("--moto", default=shutil.which("moto_server")
                         or str(ROOT / ".venv/bin/moto_server"))
     args = parser.parse_args()
@@ -300,6 +303,8 @@ def main():
             ("im-exception-webhook, SNS over HTTPS", args.function,
              lambda_env(https, topics[https], bundle)),
         ]
+        for label, binary in (a.split("=", 1) for a in args.also):
+            cases.append((f"{label}, SNS over HTTP", binary, lambda_env(http, topics[http], bundle)))
         # One warm-up start each, so the binaries are in the page cache for every case alike.
         for _, binary, env in cases:
             cold_start(binary, env, 0)
@@ -321,7 +326,7 @@ def main():
         print(f"\nWarm, {args.warm} invocations in one process:\n")
         print("| function | CPU per invocation µs | peak RSS MB |")
         print("| --- | --- | --- |")
-        for name, binary, env in cases[:2]:
+        for name, binary, env in cases[:2] + cases[3:]:
             cpu, rss = warm(binary, env, args.warm)
             print(f"| {name} | {cpu:.0f} | {rss:.1f} |")
     finally:

@@ -27,7 +27,6 @@ pub enum Decision<'c> {
         message: Message,
         topic: Option<&'c Topic>,
         error_code: i64,
-        group_id: Option<String>,
     },
 }
 
@@ -91,7 +90,6 @@ pub fn decide<'c>(
         message: exception.to_message(),
         topic: config.topic(category),
         error_code: parsed.error_code,
-        group_id: callback::non_empty(&parsed.callback.group_id).map(str::to_owned),
     })
 }
 

@@ -32,8 +32,16 @@ struct Envelope<'a> {
     client_ip: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     opt_platform: Option<&'a str>,
-    received_at: &'a str,
+    #[serde(serialize_with = "serialize_display")]
+    received_at: Rfc3339Millis,
     dedup_key: &'a str,
+}
+
+fn serialize_display<S: serde::Serializer>(
+    value: &impl std::fmt::Display,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// The SNS data type of a message attribute.
@@ -72,6 +80,16 @@ pub struct Message {
     pub group_id: String,
 }
 
+impl Message {
+    /// The value of the message attribute `name`, if the message carries it.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.value.as_str())
+    }
+}
+
 impl Exception<'_> {
     pub fn to_message(&self) -> Message {
         let cb = self.callback;
@@ -83,7 +101,6 @@ impl Exception<'_> {
             cb.event_time,
             self.error_code,
         );
-        let received_at = rfc3339_millis(self.received_at);
         let opt_platform = self.opt_platform.filter(|v| !v.is_empty());
         let envelope = Envelope {
             category: self.category,
@@ -91,7 +108,7 @@ impl Exception<'_> {
             sdk_app_id: self.sdk_app_id,
             client_ip: self.client_ip.filter(|v| !v.is_empty()),
             opt_platform,
-            received_at: &received_at,
+            received_at: Rfc3339Millis(self.received_at),
             dedup_key: &dedup_key,
         };
         let body = envelope_json(&envelope, self.raw_callback);
@@ -126,7 +143,7 @@ impl MessageParts<'_> {
     pub fn into_message(self) -> Message {
         let cb = self.callback;
         let group_id = non_empty(&cb.group_id);
-        let attributes = [
+        let strings = [
             ("category", Some(self.category.as_str())),
             ("groupId", group_id),
             ("groupType", non_empty(&cb.group_type)),
@@ -135,21 +152,20 @@ impl MessageParts<'_> {
             ("sdkAppId", Some(self.sdk_app_id)),
             ("optPlatform", self.opt_platform.filter(|v| !v.is_empty())),
             ("dedupKey", Some(self.dedup_key.as_str())),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| {
+        ];
+        let mut attributes = Vec::with_capacity(strings.len() + 1);
+        attributes.extend(strings.into_iter().filter_map(|(name, value)| {
             value.filter(|v| sns_accepts(v)).map(|v| Attribute {
                 name,
                 data_type: AttributeType::String,
                 value: v.to_owned(),
             })
-        })
-        .chain(std::iter::once(Attribute {
+        }));
+        attributes.push(Attribute {
             name: "errorCode",
             data_type: AttributeType::Number,
             value: self.error_code.to_string(),
-        }))
-        .collect();
+        });
 
         Message {
             category: self.category,
@@ -165,13 +181,14 @@ impl MessageParts<'_> {
 /// The envelope with `callback` last, spliced in as received: the body is already valid JSON,
 /// and copying it saves a second parse on the hot path.
 fn envelope_json(head: &Envelope<'_>, raw_callback: &str) -> String {
-    let mut json = serde_json::to_string(head).expect("the envelope is always serializable");
+    // Sized once: the head's fields are a few hundred bytes at most.
+    let mut json = Vec::with_capacity(raw_callback.len() + 320);
+    serde_json::to_writer(&mut json, head).expect("the envelope is always serializable");
     json.pop(); // the head's closing brace
-    json.reserve(raw_callback.len() + 13);
-    json.push_str(",\"callback\":");
-    json.push_str(raw_callback);
-    json.push('}');
-    json
+    json.extend_from_slice(b",\"callback\":");
+    json.extend_from_slice(raw_callback.as_bytes());
+    json.push(b'}');
+    String::from_utf8(json).expect("JSON text and a &str are UTF-8")
 }
 
 /// SHA-256 of `sdkAppId|GroupId|From_Account|Random|EventTime|ErrorCode`, lowercase hex;
@@ -184,33 +201,47 @@ pub fn dedup_key(
     event_time: Option<i64>,
     error_code: i64,
 ) -> String {
-    let mut hasher = Sha256::new();
-    let decimal = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
-    let (random, event_time) = (decimal(random), decimal(event_time));
-    for (i, part) in [
-        sdk_app_id,
+    // Written straight into the hash: no buffer, no allocation.
+    let mut hasher = HashWriter(Sha256::new());
+    let decimal = |n: Option<i64>| DecimalOrEmpty(n);
+    let _ = write!(
+        hasher,
+        "{sdk_app_id}|{}|{}|{}|{}|{error_code}",
         group_id.unwrap_or(""),
         from_account.unwrap_or(""),
-        &random,
-        &event_time,
-        &error_code.to_string(),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        if i > 0 {
-            hasher.update(b"|");
-        }
-        hasher.update(part.as_bytes());
+        decimal(random),
+        decimal(event_time),
+    );
+    hex::encode(hasher.0.finalize())
+}
+
+struct HashWriter(Sha256);
+
+impl std::fmt::Write for HashWriter {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.update(s.as_bytes());
+        Ok(())
     }
-    hex::encode(hasher.finalize())
+}
+
+/// A number in decimal, or nothing when absent.
+struct DecimalOrEmpty(Option<i64>);
+
+impl std::fmt::Display for DecimalOrEmpty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The subject e-mail subscribers see. SNS takes only printable ASCII and fewer than 100
 /// characters, so anything else in a group id becomes `?` and the end is cut.
 pub fn subject(category: Category, error_code: i64, group_id: Option<&str>) -> String {
     const MAX: usize = 99;
-    let mut s = format!("{category}: error {error_code}");
+    let mut s = String::with_capacity(MAX + 1);
+    let _ = write!(s, "{category}: error {error_code}");
     if let Some(group) = group_id {
         s.push_str(" in group ");
         s.extend(
@@ -243,20 +274,28 @@ fn sns_accepts(value: &str) -> bool {
 
 /// `2026-11-25T20:00:00.123Z`.
 pub fn rfc3339_millis(at: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(at);
-    let mut s = String::with_capacity(24);
-    let _ = write!(
-        s,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    );
-    s
+    Rfc3339Millis(at).to_string()
+}
+
+/// A time shown as RFC 3339 in UTC with milliseconds, written without an intermediate string.
+#[derive(Debug, Clone, Copy)]
+pub struct Rfc3339Millis(pub SystemTime);
+
+impl std::fmt::Display for Rfc3339Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = time::OffsetDateTime::from(self.0);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        )
+    }
 }
 
 #[cfg(test)]

@@ -84,8 +84,8 @@ pub async fn handle<P: Publisher>(app: &App<P>, request: Request) -> Response<Bo
             message,
             topic,
             error_code,
-            group_id,
         } => {
+            let group_id = message.attribute("groupId");
             let published = match topic {
                 Some(topic) => match app.publisher.publish(topic, &message).await {
                     Ok(message_id) => Some(message_id),
