@@ -123,7 +123,7 @@ impl Faulty {
             self.world.topic(category).topic_arn.as_str()
         );
 
-        self.proxy.set(Mode::PassThrough);
+        self.proxy.set(Mode::PassThrough).await;
         invoke(self.app, &Call::chat(body.to_string()).http_api())
             .await
             .assert_acknowledged();
@@ -151,7 +151,7 @@ async fn fault_then_replay(test: &str, fault: Mode) -> Faulty {
     }
     f.world.assert_nothing_published().await;
 
-    f.proxy.set(Mode::PassThrough);
+    f.proxy.set(Mode::PassThrough).await;
     let log = logs.text();
     assert_eq!(f.replay(&log).await, "replayed 1, failed 0");
     let delivery = f.world.only_delivery(Category::FrequencyLimit).await;
@@ -181,7 +181,7 @@ async fn sns_answering_later_than_the_deadline_gives_503_and_the_replay_delivers
     f.fails(&logs, &body, Category::MutedSender).await;
     assert!(f.proxy.requests_in(Mode::Slow(TOO_SLOW)) >= 1);
 
-    f.proxy.set(Mode::PassThrough);
+    f.proxy.set(Mode::PassThrough).await;
     let log = logs.text();
     assert_eq!(f.replay(&log).await, "replayed 1, failed 0");
     // The held requests were dropped when the function hung up: past their delay, still only
@@ -203,7 +203,7 @@ async fn sns_throttling_gives_503_and_the_replay_binary_delivers_the_message() {
     assert!(f.proxy.requests_in(Mode::Throttling) >= 1);
     f.world.assert_nothing_published().await;
 
-    f.proxy.set(Mode::PassThrough);
+    f.proxy.set(Mode::PassThrough).await;
     let log = logs.text();
     let run = replay_bin::run(&f.env, &f.proxy.url(), &[], Some(&log)).await;
     run.assert_summary(1, 0);
@@ -221,7 +221,7 @@ async fn published_late_then_replayed(f: &Faulty, category: Category) -> Vec<Del
     let late = f.proxy.requests_in(Mode::Late(TOO_SLOW));
     assert!(late >= 1);
 
-    f.proxy.set(Mode::PassThrough);
+    f.proxy.set(Mode::PassThrough).await;
     assert_eq!(f.replay(&logs.text()).await, "replayed 1, failed 0");
     let deadline = Instant::now() + Duration::from_secs(10);
     while f.proxy.forwarded() < late + 1 {
@@ -311,7 +311,7 @@ async fn a_log_from_a_run_with_sns_unreachable_is_replayed_in_full_once_sns_is_b
     );
     f.world.assert_nothing_published().await;
 
-    f.proxy.set(Mode::PassThrough);
+    f.proxy.set(Mode::PassThrough).await;
     let run = replay_bin::run(&f.env, &f.proxy.url(), &[file], None).await;
     run.assert_summary(sent.len(), 0);
     for (category, body) in &sent {
@@ -368,7 +368,7 @@ async fn replaying_filter_log_events_output_into_a_fifo_topic_twice_delivers_onc
     let pages = filter_log_events_pages(&logs.text(), 1);
     assert!(pages.contains("\n}\n{"), "several pages, concatenated");
 
-    f.proxy.set(Mode::PassThrough);
+    f.proxy.set(Mode::PassThrough).await;
     for _ in 0..2 {
         let run = replay_bin::run(&f.env, &f.proxy.url(), &[], Some(&pages)).await;
         run.assert_summary(2, 0);
@@ -418,7 +418,7 @@ async fn a_callback_with_line_breaks_is_recorded_on_one_line_and_replayed_from_c
             "every log line is one JSON record: {line}"
         );
     }
-    f.proxy.set(Mode::PassThrough);
+    f.proxy.set(Mode::PassThrough).await;
     let run = replay_bin::run(
         &f.env,
         &f.proxy.url(),

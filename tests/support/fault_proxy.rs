@@ -79,8 +79,16 @@ impl FaultProxy {
     }
 
     /// Switches the mode; it applies to every request that arrives from now on.
-    pub fn set(&self, mode: Mode) {
-        self.mode.send_replace(mode);
+    /// Switches the mode. Leaving `Refuse`, it returns only once the port accepts again:
+    /// otherwise the next publish could meet the closed port, and the SDK's retry backoff
+    /// would outlast the publish deadline.
+    pub async fn set(&self, mode: Mode) {
+        let previous = self.mode.send_replace(mode);
+        if previous == Mode::Refuse && mode != Mode::Refuse {
+            while TcpStream::connect(self.addr).await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
     }
 
     /// How many requests arrived while `mode` was in force.
@@ -122,7 +130,6 @@ async fn serve(
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let current = *mode.borrow();
-                counts.seen.lock().unwrap().push(current);
                 tokio::spawn(handle(stream, current, upstream, counts.clone()));
             }
             changed = mode.changed() => {
@@ -145,8 +152,9 @@ async fn rebind(addr: SocketAddr) -> TcpListener {
 
 async fn handle(mut client: TcpStream, mode: Mode, upstream: SocketAddr, counts: Arc<Counts>) {
     let Some(request) = read_request(&mut client).await else {
-        return;
+        return; // a connection without a request (the probe of `set`) counts for nothing
     };
+    counts.seen.lock().unwrap().push(mode);
     match mode {
         Mode::PassThrough => forward(&mut client, &request, upstream, &counts).await,
         Mode::ServerError => answer(&mut client, "500 Internal Server Error", SERVER_ERROR).await,
