@@ -164,33 +164,10 @@ fn json_response(status: StatusCode, body: String) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Topic;
-    use crate::envelope::Message;
-    use crate::publish::PublishError;
+    use crate::publish::RecordingPublisher;
     use lambda_http::http;
-    use std::sync::Mutex;
 
-    /// Records what would be published; fails every publish when `fail` is set.
-    #[derive(Default)]
-    struct FakePublisher {
-        fail: bool,
-        sent: Mutex<Vec<(String, Message)>>,
-    }
-
-    impl Publisher for FakePublisher {
-        async fn publish(&self, topic: &Topic, message: &Message) -> Result<String, PublishError> {
-            if self.fail {
-                return Err(PublishError::Failed("injected".into()));
-            }
-            self.sent
-                .lock()
-                .unwrap()
-                .push((topic.arn.clone(), message.clone()));
-            Ok("message-1".into())
-        }
-    }
-
-    fn app(fail: bool) -> App<FakePublisher> {
+    fn app(fail: bool) -> App<RecordingPublisher> {
         let env = [
             ("IM_SDK_APP_ID", "1400000000"),
             ("TOPIC_ARN_INVALID_GROUP", "arn:aws:sns:us-east-1:1:ig"),
@@ -206,7 +183,7 @@ mod tests {
         .unwrap();
         App {
             config,
-            publisher: FakePublisher {
+            publisher: RecordingPublisher {
                 fail,
                 ..Default::default()
             },

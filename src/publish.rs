@@ -108,3 +108,33 @@ pub async fn sns_client(loader: ConfigLoader, deadline: Duration) -> aws_sdk_sns
         .await;
     aws_sdk_sns::Client::new(&sdk_config)
 }
+
+/// A [`Publisher`] for unit tests: records what it is given, or fails every publish.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct RecordingPublisher {
+    pub(crate) fail: bool,
+    pub(crate) sent: std::sync::Mutex<Vec<(String, Message)>>,
+}
+
+#[cfg(test)]
+impl RecordingPublisher {
+    pub(crate) fn failing() -> Self {
+        RecordingPublisher {
+            fail: true,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+impl Publisher for RecordingPublisher {
+    async fn publish(&self, topic: &Topic, message: &Message) -> Result<String, PublishError> {
+        if self.fail {
+            return Err(PublishError::Failed("down".into()));
+        }
+        let mut sent = self.sent.lock().unwrap();
+        sent.push((topic.arn.clone(), message.clone()));
+        Ok(format!("m{}", sent.len()))
+    }
+}

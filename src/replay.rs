@@ -493,9 +493,7 @@ async fn publish<P: Publisher>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Topic;
-    use crate::publish::PublishError;
-    use std::sync::Mutex;
+    use crate::publish::RecordingPublisher;
 
     const ENVELOPE: &str = r#"{"category":"frequency_limit","errorCode":10023,"sdkAppId":"1400000000","optPlatform":"RESTAPI","receivedAt":"2026-11-25T20:00:00.123Z","dedupKey":"d3b4c0a6e2c1f0b7a8e9d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5","callback":{"ErrorCode":"10023",  "GroupId":"@TGS#1","Random":1,"X":[1.50,"\u00e9"]}}"#;
 
@@ -664,22 +662,6 @@ mod tests {
         }
     }
 
-    struct Recorder {
-        fail: bool,
-        sent: Mutex<Vec<(String, Message)>>,
-    }
-
-    impl Publisher for Recorder {
-        async fn publish(&self, topic: &Topic, message: &Message) -> Result<String, PublishError> {
-            if self.fail {
-                return Err(PublishError::Failed("down".into()));
-            }
-            let mut sent = self.sent.lock().unwrap();
-            sent.push((topic.arn.clone(), message.clone()));
-            Ok(format!("m{}", sent.len()))
-        }
-    }
-
     fn config(unclassified: bool) -> Config {
         Config::from_lookup(|name| {
             let topic = |n: &str| Some(format!("arn:aws:sns:us-east-1:1:{n}"));
@@ -696,7 +678,11 @@ mod tests {
         .unwrap()
     }
 
-    fn replay_now(text: &str, config: &Config, publisher: &Recorder) -> (Summary, String) {
+    fn replay_now(
+        text: &str,
+        config: &Config,
+        publisher: &RecordingPublisher,
+    ) -> (Summary, String) {
         let mut report = Vec::new();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -711,10 +697,7 @@ mod tests {
             .replace("frequency_limit", "unclassified")
             .replace("10023", "12345");
         let text = [line(ENVELOPE), line(&unclassified), line(ENVELOPE)].join("\n");
-        let publisher = Recorder {
-            fail: false,
-            sent: Mutex::default(),
-        };
+        let publisher = RecordingPublisher::default();
         let (summary, report) = replay_now(&text, &config(true), &publisher);
         assert_eq!(summary.to_string(), "replayed 2, failed 0", "{report}");
         assert_eq!(summary.repeated, 1);
@@ -739,19 +722,13 @@ mod tests {
             line(&ENVELOPE.replace("frequency_limit", "spam")),
         ]
         .join("\n");
-        let publisher = Recorder {
-            fail: false,
-            sent: Mutex::default(),
-        };
+        let publisher = RecordingPublisher::default();
         let (summary, report) = replay_now(&text, &config(false), &publisher);
         assert_eq!(summary.to_string(), "replayed 0, failed 3");
         assert!(report.contains("set TOPIC_ARN_UNCLASSIFIED"), "{report}");
         assert!(publisher.sent.lock().unwrap().is_empty());
 
-        let down = Recorder {
-            fail: true,
-            sent: Mutex::default(),
-        };
+        let down = RecordingPublisher::failing();
         let (summary, report) = replay_now(&line(ENVELOPE), &config(false), &down);
         assert_eq!(summary.to_string(), "replayed 0, failed 1");
         assert!(report.contains("publish failed: down"), "{report}");
