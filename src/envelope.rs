@@ -272,12 +272,8 @@ fn sns_accepts(value: &str) -> bool {
     })
 }
 
-/// `2026-11-25T20:00:00.123Z`.
-pub fn rfc3339_millis(at: SystemTime) -> String {
-    Rfc3339Millis(at).to_string()
-}
-
-/// A time shown as RFC 3339 in UTC with milliseconds, written without an intermediate string.
+/// A time as RFC 3339 in UTC with milliseconds (`2026-11-25T20:00:00.123Z`), written without
+/// an intermediate string.
 #[derive(Debug, Clone, Copy)]
 pub struct Rfc3339Millis(pub SystemTime);
 
@@ -430,6 +426,9 @@ mod tests {
 
     #[test]
     fn received_at_has_milliseconds() {
-        assert_eq!(rfc3339_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Rfc3339Millis(UNIX_EPOCH).to_string(),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! Log set-up: one JSON object per line (what CloudWatch Logs Insights, metric filters and the
 //! replay tool read), unless Lambda's log format is explicitly `Text`.
 
-use crate::envelope::rfc3339_millis;
+use crate::envelope::Rfc3339Millis;
 use serde_json::value::RawValue;
 use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
@@ -73,7 +73,7 @@ where
     ) -> fmt::Result {
         let mut line = String::with_capacity(256);
         line.push_str("{\"timestamp\":\"");
-        line.push_str(&rfc3339_millis(std::time::SystemTime::now()));
+        let _ = write!(line, "{}", Rfc3339Millis(std::time::SystemTime::now()));
         line.push_str("\",\"level\":\"");
         line.push_str(event.metadata().level().as_str());
         line.push('"');
