@@ -43,12 +43,16 @@ check: lint test
 run: venv
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) scripts/local_run.py
 
-# The Lambda artefact, an arm64 `bootstrap` (cargo lambda cross-compiles with zig; no Docker).
-# `make build`: `sam build`, through cargo lambda, into .aws-sam/build/WebhookFunction/, ready
-# for `sam deploy`. `make lambda`: cargo lambda alone, into
-# target/lambda/im-exception-webhook/bootstrap (zip it with `cargo lambda build --output-format zip`).
+# The Lambda artefacts, arm64 `bootstrap`s (cargo lambda cross-compiles with zig; no Docker).
+# `make build`: `sam build`, through cargo lambda, of both functions of template.yaml, one after
+# the other (samconfig.toml), into .aws-sam/build/WebhookFunction/ and RedriveFunction/, ready
+# for `sam deploy`. Nothing should prompt: zig is the venv's (ziglang, through the venv's python
+# first on PATH) and telemetry is off; stdin is /dev/null, so anything that would still ask
+# fails at once instead of waiting for an answer that never comes.
+# `make lambda`: cargo lambda alone, into target/lambda/im-exception-webhook/bootstrap (zip it
+# with `cargo lambda build --output-format zip`).
 build: venv
-	PATH="$(abspath $(VENV))/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(SAM) build
+	PATH="$(abspath $(VENV))/bin:$$PATH" SAM_CLI_TELEMETRY=0 $(SAM) build < /dev/null
 
 lambda: venv
 	PATH="$(abspath $(VENV))/bin:$$PATH" cargo lambda build --release --arm64 --bin im-exception-webhook
