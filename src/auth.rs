@@ -23,10 +23,11 @@ pub fn sign(token: &str, request_time: &str) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// Verifies `Sign` and `RequestTime` against the token, within `max_skew_secs` of `now_secs`.
+/// Verifies `Sign` and `RequestTime` against the tokens (the current one and, during a
+/// rotation, the previous one), within `max_skew_secs` of `now_secs`.
 pub fn check_sign(
     query: &Query<'_>,
-    token: &str,
+    tokens: &[String],
     max_skew_secs: u64,
     now_secs: u64,
 ) -> Result<(), Rejection> {
@@ -58,8 +59,13 @@ pub fn check_sign(
     if hex::decode_to_slice(given_sign, &mut given).is_err() {
         return Err(Rejection::SignMismatch);
     }
-    let expected = sign(token, request_time);
-    if bool::from(expected.ct_eq(&given)) {
+    // Every token is compared, whichever matches: the time taken says nothing about which.
+    let matched = tokens
+        .iter()
+        .fold(subtle::Choice::from(0), |matched, token| {
+            matched | sign(token, request_time).ct_eq(&given)
+        });
+    if bool::from(matched) {
         Ok(())
     } else {
         Err(Rejection::SignMismatch)
@@ -72,6 +78,10 @@ mod tests {
 
     const OFFICIAL_SIGN: &str = "17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061";
 
+    fn tokens(names: &[&str]) -> Vec<String> {
+        names.iter().map(|t| t.to_string()).collect()
+    }
+
     fn query<'a>(sign: &'a str, time: &'a str) -> Query<'a> {
         Query::new([("Sign", sign), ("RequestTime", time)])
     }
@@ -82,7 +92,7 @@ mod tests {
         assert_eq!(
             check_sign(
                 &query(OFFICIAL_SIGN, "1669872112"),
-                "xxxxyyyy",
+                &tokens(&["xxxxyyyy"]),
                 60,
                 1669872112
             ),
@@ -90,7 +100,12 @@ mod tests {
         );
         let upper = OFFICIAL_SIGN.to_ascii_uppercase();
         assert_eq!(
-            check_sign(&query(&upper, "1669872112"), "xxxxyyyy", 60, 1669872112),
+            check_sign(
+                &query(&upper, "1669872112"),
+                &tokens(&["xxxxyyyy"]),
+                60,
+                1669872112
+            ),
             Ok(())
         );
     }
@@ -99,16 +114,31 @@ mod tests {
     fn the_skew_window_is_inclusive_both_ways() {
         let t = 1669872112;
         assert_eq!(
-            check_sign(&query(OFFICIAL_SIGN, "1669872112"), "xxxxyyyy", 60, t + 60),
+            check_sign(
+                &query(OFFICIAL_SIGN, "1669872112"),
+                &tokens(&["xxxxyyyy"]),
+                60,
+                t + 60
+            ),
             Ok(())
         );
         assert_eq!(
-            check_sign(&query(OFFICIAL_SIGN, "1669872112"), "xxxxyyyy", 60, t - 60),
+            check_sign(
+                &query(OFFICIAL_SIGN, "1669872112"),
+                &tokens(&["xxxxyyyy"]),
+                60,
+                t - 60
+            ),
             Ok(())
         );
         for now in [t + 61, t - 61] {
             assert_eq!(
-                check_sign(&query(OFFICIAL_SIGN, "1669872112"), "xxxxyyyy", 60, now),
+                check_sign(
+                    &query(OFFICIAL_SIGN, "1669872112"),
+                    &tokens(&["xxxxyyyy"]),
+                    60,
+                    now
+                ),
                 Err(Rejection::RequestTimeOutsideSkew { max_skew_secs: 60 })
             );
         }
@@ -117,7 +147,7 @@ mod tests {
     #[test]
     fn every_wrong_signature_is_refused() {
         let t = 1669872112;
-        let q = |s, r| check_sign(&query(s, r), "xxxxyyyy", 60, t);
+        let q = |s, r| check_sign(&query(s, r), &tokens(&["xxxxyyyy"]), 60, t);
         assert_eq!(q("", "1669872112"), Err(Rejection::SignMissing));
         assert_eq!(q(OFFICIAL_SIGN, ""), Err(Rejection::RequestTimeMissing));
         assert_eq!(
@@ -137,7 +167,12 @@ mod tests {
         flipped.replace_range(0..1, "2");
         assert_eq!(q(&flipped, "1669872112"), Err(Rejection::SignMismatch));
         assert_eq!(
-            check_sign(&query(OFFICIAL_SIGN, "1669872112"), "other-token", 60, t),
+            check_sign(
+                &query(OFFICIAL_SIGN, "1669872112"),
+                &tokens(&["other-token"]),
+                60,
+                t
+            ),
             Err(Rejection::SignMismatch)
         );
         let repeated = Query::new([
@@ -146,8 +181,35 @@ mod tests {
             ("RequestTime", "1669872112"),
         ]);
         assert_eq!(
-            check_sign(&repeated, "xxxxyyyy", 60, t),
+            check_sign(&repeated, &tokens(&["xxxxyyyy"]), 60, t),
             Err(Rejection::SignConflicting)
+        );
+    }
+
+    #[test]
+    fn during_a_rotation_either_token_signs_and_no_other() {
+        let t = 1669872112;
+        let both = tokens(&["new-token", "xxxxyyyy"]);
+        let by = |token: &str| hex::encode(sign(token, "1669872112"));
+        for token in ["new-token", "xxxxyyyy"] {
+            assert_eq!(
+                check_sign(&query(&by(token), "1669872112"), &both, 60, t),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            check_sign(&query(&by("neither"), "1669872112"), &both, 60, t),
+            Err(Rejection::SignMismatch)
+        );
+        assert_eq!(
+            check_sign(
+                &query(&by("xxxxyyyy"), "1669872112"),
+                &tokens(&["new-token"]),
+                60,
+                t
+            ),
+            Err(Rejection::SignMismatch),
+            "once the previous token is removed, its Sign is refused"
         );
     }
 

@@ -5,6 +5,7 @@
 //! `null` or empty. Unknown fields are ignored here: the envelope carries the raw body, so
 //! nothing the caller sent is dropped.
 
+use crate::config::bounded;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use std::borrow::Cow;
@@ -55,11 +56,17 @@ impl fmt::Display for BodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BodyError::NotUtf8 => f.write_str("body is not UTF-8 text"),
-            BodyError::NotJson(detail) => write!(f, "body is not valid JSON: {detail}"),
-            BodyError::NotObject => f.write_str("body is not a JSON object"),
-            BodyError::WrongType { field, detail } => {
-                write!(f, "field {field} has the wrong type: {detail}")
+            BodyError::NotJson(detail) => {
+                write!(f, "body is not valid JSON: {}", bounded(detail))
             }
+            BodyError::NotObject => f.write_str("body is not a JSON object"),
+            // serde's detail quotes the value that was sent.
+            BodyError::WrongType { field, detail } => write!(
+                f,
+                "field {} has the wrong type: {}",
+                bounded(field),
+                bounded(detail)
+            ),
             BodyError::MissingErrorCode => f.write_str("field ErrorCode is missing"),
         }
     }
@@ -78,15 +85,7 @@ pub struct ParsedBody<'a> {
 /// Parses a request body: valid UTF-8 JSON, an object, fields of the documented types,
 /// and an `ErrorCode`.
 pub fn parse(body: &[u8]) -> Result<ParsedBody<'_>, BodyError> {
-    let text = std::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)?;
-    let raw = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
-    // A derived struct would also accept a JSON array, field by position.
-    if !raw.starts_with('{') {
-        return Err(match serde_json::from_str::<IgnoredAny>(text) {
-            Ok(_) => BodyError::NotObject,
-            Err(e) => BodyError::NotJson(e.to_string()),
-        });
-    }
+    let raw = object_text(body)?;
     // One pass on the hot path; serde_json checks the whole document, unknown fields and
     // trailing characters included. Only a failure pays for a second pass that names the field.
     let callback: Callback<'_> = serde_json::from_str(raw).map_err(|e| body_error(raw, e))?;
@@ -96,6 +95,42 @@ pub fn parse(body: &[u8]) -> Result<ParsedBody<'_>, BodyError> {
         callback,
         error_code,
     })
+}
+
+/// The body without the JSON whitespace around it, if it is UTF-8 and starts as an object
+/// (a derived struct would also accept a JSON array, field by position).
+fn object_text(body: &[u8]) -> Result<&str, BodyError> {
+    let text = std::str::from_utf8(body).map_err(|_| BodyError::NotUtf8)?;
+    let raw = text.trim_matches(|c| matches!(c, ' ' | '\t' | '\n' | '\r'));
+    if raw.starts_with('{') {
+        return Ok(raw);
+    }
+    Err(match serde_json::from_str::<IgnoredAny>(text) {
+        Ok(_) => BodyError::NotObject,
+        Err(e) => BodyError::NotJson(e.to_string()),
+    })
+}
+
+/// The body's `CallbackCommand` and nothing else of it: for a callback whose query string
+/// names no command. The body must still be a JSON object, and the command a string.
+pub fn command(body: &[u8]) -> Result<Option<Cow<'_, str>>, BodyError> {
+    #[derive(Deserialize)]
+    struct CommandOnly<'a> {
+        #[serde(rename = "CallbackCommand", default, borrow)]
+        callback_command: Option<Cow<'a, str>>,
+    }
+    let raw = object_text(body)?;
+    let only: CommandOnly<'_> = serde_json::from_str(raw).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            BodyError::NotJson(e.to_string())
+        } else {
+            BodyError::WrongType {
+                field: "CallbackCommand".into(),
+                detail: e.to_string(),
+            }
+        }
+    })?;
+    Ok(only.callback_command.filter(|c| !c.is_empty()))
 }
 
 fn body_error(raw: &str, error: serde_json::Error) -> BodyError {
@@ -277,6 +312,24 @@ mod tests {
                 other => panic!("{body}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn the_command_alone_can_be_read() {
+        let before_send =
+            br#"{"CallbackCommand":"Group.CallbackBeforeSendMsg","MsgBody":{"not":"an array"}}"#;
+        assert_eq!(
+            command(before_send).unwrap().as_deref(),
+            Some("Group.CallbackBeforeSendMsg")
+        );
+        assert_eq!(command(br#"{"ErrorCode":1}"#).unwrap(), None);
+        assert_eq!(command(br#"{"CallbackCommand":""}"#).unwrap(), None);
+        assert_eq!(command(b"[1]").unwrap_err(), BodyError::NotObject);
+        assert!(matches!(command(b"{nope"), Err(BodyError::NotJson(_))));
+        assert!(matches!(
+            command(br#"{"CallbackCommand":7}"#),
+            Err(BodyError::WrongType { .. })
+        ));
     }
 
     #[test]

@@ -44,137 +44,91 @@ fn serialize_display<S: serde::Serializer>(
     serializer.collect_str(value)
 }
 
-/// The SNS data type of a message attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttributeType {
-    String,
-    Number,
-}
-
-impl AttributeType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttributeType::String => "String",
-            AttributeType::Number => "Number",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attribute {
-    pub name: &'static str,
-    pub data_type: AttributeType,
-    pub value: String,
-}
-
-/// One SNS publish, topic aside.
+/// One SNS publish, topic aside: the envelope and the typed fields the message attributes,
+/// the subject and the FIFO ids are made of. [`crate::publish`] turns these into attributes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub category: Category,
-    /// The envelope JSON.
+    pub error_code: i64,
+    /// The envelope JSON: the message body.
     pub body: String,
     pub subject: String,
-    pub attributes: Vec<Attribute>,
     pub dedup_key: String,
-    /// `MessageGroupId` on a FIFO topic.
-    pub group_id: String,
+    pub sdk_app_id: String,
+    /// The callback's fields, each `None` when absent or empty.
+    pub group_id: Option<String>,
+    pub group_type: Option<String>,
+    pub from_account: Option<String>,
+    pub operator_account: Option<String>,
+    pub opt_platform: Option<String>,
 }
 
 impl Message {
-    /// The value of the message attribute `name`, if the message carries it.
-    pub fn attribute(&self, name: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|a| a.name == name)
-            .map(|a| a.value.as_str())
-    }
-}
-
-impl Exception<'_> {
-    pub fn to_message(&self) -> Message {
-        let cb = self.callback;
+    /// The message of an exception fresh from Chat: a new envelope around the body received.
+    pub fn new(exception: &Exception<'_>) -> Message {
+        let cb = exception.callback;
         let dedup_key = dedup_key(
-            self.sdk_app_id,
+            exception.sdk_app_id,
             cb.group_id.as_deref(),
             cb.from_account.as_deref(),
             cb.random,
             cb.event_time,
-            self.error_code,
+            exception.error_code,
         );
-        let opt_platform = self.opt_platform.filter(|v| !v.is_empty());
-        let envelope = Envelope {
-            category: self.category,
-            error_code: self.error_code,
-            sdk_app_id: self.sdk_app_id,
-            client_ip: self.client_ip.filter(|v| !v.is_empty()),
+        let opt_platform = exception.opt_platform.filter(|v| !v.is_empty());
+        let head = Envelope {
+            category: exception.category,
+            error_code: exception.error_code,
+            sdk_app_id: exception.sdk_app_id,
+            client_ip: exception.client_ip.filter(|v| !v.is_empty()),
             opt_platform,
-            received_at: Rfc3339Millis(self.received_at),
+            received_at: Rfc3339Millis(exception.received_at),
             dedup_key: &dedup_key,
         };
-        let body = envelope_json(&envelope, self.raw_callback);
-        MessageParts {
-            category: self.category,
-            error_code: self.error_code,
-            sdk_app_id: self.sdk_app_id,
+        let body = envelope_json(&head, exception.raw_callback);
+        Message::derive(
+            exception.category,
+            exception.error_code,
+            exception.sdk_app_id,
             opt_platform,
-            callback: cb,
+            cb,
             dedup_key,
             body,
-        }
-        .into_message()
+        )
     }
-}
 
-/// What a publish is derived from, whether fresh from Chat or read back from an envelope
-/// (replay): one derivation, so a replayed message is the message the function would have sent.
-#[derive(Debug)]
-pub struct MessageParts<'a> {
-    pub category: Category,
-    pub error_code: i64,
-    pub sdk_app_id: &'a str,
-    pub opt_platform: Option<&'a str>,
-    pub callback: &'a Callback<'a>,
-    pub dedup_key: String,
-    /// The envelope JSON: the message body.
-    pub body: String,
-}
-
-impl MessageParts<'_> {
-    pub fn into_message(self) -> Message {
-        let cb = self.callback;
-        let group_id = non_empty(&cb.group_id);
-        let strings = [
-            ("category", Some(self.category.as_str())),
-            ("groupId", group_id),
-            ("groupType", non_empty(&cb.group_type)),
-            ("fromAccount", non_empty(&cb.from_account)),
-            ("operatorAccount", non_empty(&cb.operator_account)),
-            ("sdkAppId", Some(self.sdk_app_id)),
-            ("optPlatform", self.opt_platform.filter(|v| !v.is_empty())),
-            ("dedupKey", Some(self.dedup_key.as_str())),
-        ];
-        let mut attributes = Vec::with_capacity(strings.len() + 1);
-        attributes.extend(strings.into_iter().filter_map(|(name, value)| {
-            value.filter(|v| sns_accepts(v)).map(|v| Attribute {
-                name,
-                data_type: AttributeType::String,
-                value: v.to_owned(),
-            })
-        }));
-        attributes.push(Attribute {
-            name: "errorCode",
-            data_type: AttributeType::Number,
-            value: self.error_code.to_string(),
-        });
-
+    /// The one derivation of a message from its parts, whether fresh from Chat or read back
+    /// from a logged envelope (`body`), so a republished message is the message the function
+    /// would have sent.
+    pub(crate) fn derive(
+        category: Category,
+        error_code: i64,
+        sdk_app_id: &str,
+        opt_platform: Option<&str>,
+        callback: &Callback<'_>,
+        dedup_key: String,
+        body: String,
+    ) -> Message {
+        let owned = |v: &Option<std::borrow::Cow<'_, str>>| non_empty(v).map(str::to_owned);
+        let group_id = non_empty(&callback.group_id);
         Message {
-            category: self.category,
-            subject: subject(self.category, self.error_code, group_id),
-            group_id: fifo_group_id(group_id),
-            body: self.body,
-            attributes,
-            dedup_key: self.dedup_key,
+            category,
+            error_code,
+            subject: subject(category, error_code, group_id),
+            body,
+            dedup_key,
+            sdk_app_id: sdk_app_id.to_owned(),
+            group_id: group_id.map(str::to_owned),
+            group_type: owned(&callback.group_type),
+            from_account: owned(&callback.from_account),
+            operator_account: owned(&callback.operator_account),
+            opt_platform: opt_platform.filter(|v| !v.is_empty()).map(str::to_owned),
         }
+    }
+
+    /// `MessageGroupId` on a FIFO topic.
+    pub fn fifo_group_id(&self) -> String {
+        fifo_group_id(self.group_id.as_deref())
     }
 }
 
@@ -265,13 +219,6 @@ pub fn fifo_group_id(group_id: Option<&str>) -> String {
     }
 }
 
-/// Whether SNS takes this as a message attribute value: the XML 1.0 character set.
-fn sns_accepts(value: &str) -> bool {
-    value.chars().all(|c| {
-        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
-    })
-}
-
 /// A time as RFC 3339 in UTC with milliseconds (`2026-11-25T20:00:00.123Z`), written without
 /// an intermediate string.
 #[derive(Debug, Clone, Copy)]
@@ -314,7 +261,7 @@ mod tests {
             callback: &parsed.callback,
             raw_callback: parsed.raw,
         };
-        let m = ex.to_message();
+        let m = Message::new(&ex);
         let v = serde_json::from_str(&m.body).unwrap();
         (m, v)
     }
@@ -368,36 +315,21 @@ mod tests {
     }
 
     #[test]
-    fn attributes_skip_empty_values() {
+    fn the_message_carries_the_callbacks_fields_without_empty_ones() {
         let (m, _) = message(BODY, None);
-        let get = |n: &str| {
-            m.attributes
-                .iter()
-                .find(|a| a.name == n)
-                .map(|a| (a.data_type, a.value.as_str()))
-        };
+        assert_eq!(m.category, Category::FrequencyLimit);
+        assert_eq!(m.error_code, 10023);
+        assert_eq!(m.sdk_app_id, "1400000000");
+        assert_eq!(m.group_id.as_deref(), Some("@TGS#2J4SZEAEL"));
+        assert_eq!(m.group_type.as_deref(), Some("Public"));
+        assert_eq!(m.from_account.as_deref(), Some("jared"));
+        assert_eq!(m.operator_account, None, "empty in the body");
+        assert_eq!(m.opt_platform.as_deref(), Some("RESTAPI"));
+        assert_eq!(m.fifo_group_id(), "@TGS#2J4SZEAEL");
         assert_eq!(
-            get("category"),
-            Some((AttributeType::String, "frequency_limit"))
+            m.subject,
+            "frequency_limit: error 10023 in group @TGS#2J4SZEAEL"
         );
-        assert_eq!(get("errorCode"), Some((AttributeType::Number, "10023")));
-        assert_eq!(
-            get("groupId"),
-            Some((AttributeType::String, "@TGS#2J4SZEAEL"))
-        );
-        assert_eq!(get("groupType"), Some((AttributeType::String, "Public")));
-        assert_eq!(get("fromAccount"), Some((AttributeType::String, "jared")));
-        assert_eq!(get("operatorAccount"), None, "empty in the body");
-        assert_eq!(get("sdkAppId"), Some((AttributeType::String, "1400000000")));
-        assert_eq!(get("optPlatform"), Some((AttributeType::String, "RESTAPI")));
-        assert_eq!(get("dedupKey").map(|(_, v)| v.len()), Some(64));
-        assert!(m.attributes.iter().all(|a| !a.value.is_empty()));
-    }
-
-    #[test]
-    fn attributes_sns_would_refuse_are_left_out() {
-        let (m, _) = message(r#"{"ErrorCode":1,"From_Account":"a\u0001b"}"#, None);
-        assert!(m.attributes.iter().all(|a| a.name != "fromAccount"));
     }
 
     #[test]

@@ -11,9 +11,9 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
-/// String fields that hold JSON and are written into the record as JSON, not as a string, so
-/// that Logs Insights can query inside them and replay reads them back unchanged.
-pub const JSON_FIELDS: [&str; 2] = ["envelope", "_aws"];
+/// String fields that hold JSON and are written into the line as JSON, not as a string, so
+/// that CloudWatch reads the EMF metadata and Logs Insights can query inside it.
+pub const JSON_FIELDS: [&str; 1] = ["_aws"];
 
 /// Whether `AWS_LAMBDA_LOG_FORMAT` asks for JSON. Unset means JSON too: the `publish_failed`
 /// record must stay machine-readable for replay.
@@ -22,15 +22,21 @@ pub fn json_from_env() -> bool {
 }
 
 /// `AWS_LAMBDA_LOG_LEVEL` (as Lambda sets it), else `RUST_LOG` as a bare level, else INFO.
+/// Never off: the lines that keep an exception ([`crate::record`]) go out at ERROR whatever
+/// the level, so the level cannot silence them.
 pub fn level_from_env() -> LevelFilter {
     ["AWS_LAMBDA_LOG_LEVEL", "RUST_LOG"]
         .iter()
         .filter_map(|name| std::env::var(name).ok())
-        .find_map(|v| match v.trim().to_ascii_uppercase().as_str() {
-            "FATAL" => Some(LevelFilter::ERROR),
-            other => other.parse().ok(),
-        })
+        .find_map(|v| parse_level(&v))
         .unwrap_or(LevelFilter::INFO)
+}
+
+fn parse_level(value: &str) -> Option<LevelFilter> {
+    match value.trim().to_ascii_uppercase().as_str() {
+        "FATAL" | "OFF" => Some(LevelFilter::ERROR),
+        other => other.parse().ok(),
+    }
 }
 
 /// The subscriber used in production, writing to `writer`; tests pass a buffer.
@@ -39,15 +45,58 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_max_level(level.max(LevelFilter::ERROR))
         .with_writer(writer)
-        .with_target(false)
         .with_ansi(false);
     if json {
-        Box::new(builder.event_format(JsonLines).finish())
+        Box::new(builder.event_format(RecordsAsIs(JsonLines)).finish())
     } else {
-        Box::new(builder.without_time().finish())
+        let text = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_target(false)
+            .with_ansi(false);
+        Box::new(builder.event_format(RecordsAsIs(text)).finish())
     }
+}
+
+/// Writes the lines of [`crate::record`] exactly as they were made, one JSON line each, in
+/// either format; everything else goes to the format `F`.
+struct RecordsAsIs<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for RecordsAsIs<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        if event.metadata().target() == crate::record::TARGET {
+            let mut line = RecordLine(None);
+            event.record(&mut line);
+            if let Some(line) = line.0 {
+                return writeln!(writer, "{line}");
+            }
+        }
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// The `record` field of a [`crate::record`] event.
+struct RecordLine(Option<String>);
+
+impl Visit for RecordLine {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "record" {
+            self.0 = Some(value.to_owned());
+        }
+    }
+
+    fn record_debug(&mut self, _field: &Field, _value: &dyn fmt::Debug) {}
 }
 
 /// Installs the production subscriber on standard output.
@@ -177,12 +226,18 @@ pub(crate) mod capture {
 
     /// Installs a capturing subscriber on this thread until the guard drops.
     pub(crate) fn start(json: bool) -> (tracing::subscriber::DefaultGuard, Buffer) {
+        start_at(json, LevelFilter::INFO)
+    }
+
+    pub(crate) fn start_at(
+        json: bool,
+        level: LevelFilter,
+    ) -> (tracing::subscriber::DefaultGuard, Buffer) {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let guard =
-            tracing::subscriber::set_default(subscriber(json, LevelFilter::INFO, move || {
-                writer.clone()
-            }));
+            tracing::subscriber::set_default(subscriber(json, level, move || writer.clone()));
+        tracing::callsite::rebuild_interest_cache();
         (guard, buffer)
     }
 }
@@ -197,12 +252,12 @@ mod tests {
     }
 
     #[test]
-    fn records_are_one_json_object_per_line_with_envelopes_nested() {
+    fn lines_are_one_json_object_each() {
         let out = capture(true, || {
             tracing::error!(
-                event = "publish_failed",
+                event = "callback",
                 errorCode = 10023,
-                envelope = r#"{"a":[1,"x"]}"#,
+                _aws = r#"{"a":[1,"x"]}"#,
                 note = "say \"hi\"\n",
                 "message {}",
                 1
@@ -213,28 +268,42 @@ mod tests {
         assert_eq!(lines.len(), 1, "{out}");
         let record: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
         assert_eq!(record["level"], "ERROR");
-        assert_eq!(record["event"], "publish_failed");
+        assert_eq!(record["event"], "callback");
         assert_eq!(record["errorCode"], 10023);
-        assert_eq!(record["envelope"]["a"][1], "x");
+        assert_eq!(record["_aws"]["a"][1], "x");
         assert_eq!(record["note"], "say \"hi\"\n");
         assert_eq!(record["message"], "message 1");
         assert!(record["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 
     #[test]
-    fn a_json_field_with_line_breaks_stays_a_string_on_one_line() {
-        let envelope = "{\"callback\":{\n  \"ErrorCode\": 1\r\n}}";
-        let out = capture(true, || tracing::error!(envelope));
-        assert_eq!(out.lines().count(), 1, "{out}");
+    fn a_json_field_that_is_not_json_stays_a_string() {
+        let out = capture(true, || tracing::info!(_aws = "{not json"));
         let record: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        assert_eq!(record["envelope"], envelope);
+        assert_eq!(record["_aws"], "{not json");
     }
 
+    /// The lines that keep an exception come out as made, in the text format too, and at any
+    /// level the environment can set.
     #[test]
-    fn a_json_field_that_is_not_json_stays_a_string() {
-        let out = capture(true, || tracing::info!(envelope = "{not json"));
-        let record: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        assert_eq!(record["envelope"], "{not json");
+    fn records_are_json_lines_whatever_the_format_and_level() {
+        let line = r#"{"event":"publish_failed","envelope":{"a":1}}"#;
+        for json in [true, false] {
+            let (guard, buffer) = super::capture::start_at(json, super::LevelFilter::ERROR);
+            tracing::info!(event = "callback", "dropped at this level");
+            tracing::error!(target: crate::record::TARGET, record = line);
+            drop(guard);
+            assert_eq!(buffer.text(), format!("{line}\n"), "json: {json}");
+        }
+        for (value, level) in [
+            ("OFF", super::LevelFilter::ERROR),
+            ("fatal", super::LevelFilter::ERROR),
+            ("warn", super::LevelFilter::WARN),
+            (" DEBUG ", super::LevelFilter::DEBUG),
+        ] {
+            assert_eq!(super::parse_level(value), Some(level), "{value}");
+        }
+        assert_eq!(super::parse_level("loud"), None);
     }
 
     #[test]

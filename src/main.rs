@@ -1,17 +1,16 @@
-use im_exception_webhook::config::Config;
-use im_exception_webhook::handler::{App, service};
-use im_exception_webhook::{logging, publish};
+use im_exception_webhook::config::{Config, or_exit};
+use im_exception_webhook::handler::{LambdaApp, service};
+use im_exception_webhook::logging;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     logging::init();
-    let config = Config::from_env().unwrap_or_else(|error| {
-        tracing::error!(event = "config_error", variable = error.variable, "{error}");
-        std::process::exit(1);
-    });
+    let config = or_exit(Config::from_env());
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    let client = publish::sns_client(loader, config.publish_timeout).await;
-    let publisher = publish::SnsPublisher::new(client, config.publish_timeout);
-    let app = Box::leak(Box::new(App { config, publisher }));
-    lambda_http::run(service(app)).await
+    // One app for the life of the process. `run_concurrent` (many invocations at once on
+    // Lambda Managed Instances, one at a time elsewhere) hands the service to tasks that need
+    // it `'static`; a leaked reference costs nothing per invocation, where an `Arc` would
+    // count references on every one.
+    let app: &'static LambdaApp = Box::leak(Box::new(LambdaApp::new(config, loader).await));
+    lambda_http::run_concurrent(service(app)).await
 }

@@ -2,7 +2,8 @@
 //! own log line, so metrics cost no extra AWS call and no extra line.
 //!
 //! The metric values are the line's own top-level fields: `Exceptions` with dimension
-//! `Category`, `Rejected` with dimension `Reason`, and `PublishFailures` with none.
+//! `Category`, `Rejected` with dimension `Reason`, `Forwarded` with dimension `Command`, and
+//! `PublishFailures`, `ForwardFailures`, `Redriven` and `RedriveFailures` with none.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,12 @@ pub enum Counted {
     /// An accepted exception that could not be published: `Exceptions` by `Category`, and
     /// `PublishFailures`.
     PublishFailure,
+    /// A callback passed on to the upstream: `Forwarded` by `Command`.
+    Forwarded,
+    /// A forward that got no answer: `ForwardFailures`.
+    ForwardFailure,
+    /// A batch of the redrive function: `Redriven` and `RedriveFailures`.
+    Redrive,
 }
 
 /// The `_aws` object for a line that counts `counted` at `at`.
@@ -25,10 +32,16 @@ pub fn emf_metadata(counted: Counted, at: SystemTime) -> String {
     const EXCEPTIONS: &str = r#"{"Namespace":"ImExceptionWebhook","Dimensions":[["Category"]],"Metrics":[{"Name":"Exceptions","Unit":"Count"}]}"#;
     const REJECTED: &str = r#"{"Namespace":"ImExceptionWebhook","Dimensions":[["Reason"]],"Metrics":[{"Name":"Rejected","Unit":"Count"}]}"#;
     const PUBLISH_FAILURES: &str = r#"{"Namespace":"ImExceptionWebhook","Dimensions":[[]],"Metrics":[{"Name":"PublishFailures","Unit":"Count"}]}"#;
+    const FORWARDED: &str = r#"{"Namespace":"ImExceptionWebhook","Dimensions":[["Command"]],"Metrics":[{"Name":"Forwarded","Unit":"Count"}]}"#;
+    const FORWARD_FAILURES: &str = r#"{"Namespace":"ImExceptionWebhook","Dimensions":[[]],"Metrics":[{"Name":"ForwardFailures","Unit":"Count"}]}"#;
+    const REDRIVE: &str = r#"{"Namespace":"ImExceptionWebhook","Dimensions":[[]],"Metrics":[{"Name":"Redriven","Unit":"Count"},{"Name":"RedriveFailures","Unit":"Count"}]}"#;
     let directives = match counted {
         Counted::Exception => EXCEPTIONS.to_owned(),
         Counted::Rejected => REJECTED.to_owned(),
         Counted::PublishFailure => format!("{EXCEPTIONS},{PUBLISH_FAILURES}"),
+        Counted::Forwarded => FORWARDED.to_owned(),
+        Counted::ForwardFailure => FORWARD_FAILURES.to_owned(),
+        Counted::Redrive => REDRIVE.to_owned(),
     };
     let millis = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
     format!(r#"{{"Timestamp":{millis},"CloudWatchMetrics":[{directives}]}}"#)
@@ -121,6 +134,21 @@ mod tests {
         assert_eq!(
             validate_emf(&failed).unwrap(),
             ["Exceptions", "PublishFailures"]
+        );
+        let forwarded = record(
+            Counted::Forwarded,
+            json!({"Command": "Group.CallbackBeforeSendMsg", "Forwarded": 1}),
+        );
+        assert_eq!(validate_emf(&forwarded).unwrap(), ["Forwarded"]);
+        let forward_failed = record(Counted::ForwardFailure, json!({"ForwardFailures": 1}));
+        assert_eq!(validate_emf(&forward_failed).unwrap(), ["ForwardFailures"]);
+        let redrive = record(
+            Counted::Redrive,
+            json!({"Redriven": 3, "RedriveFailures": 0}),
+        );
+        assert_eq!(
+            validate_emf(&redrive).unwrap(),
+            ["Redriven", "RedriveFailures"]
         );
     }
 

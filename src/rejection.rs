@@ -1,27 +1,47 @@
 //! Every refusal, and the one place that turns it into Chat's FAIL answer.
 
 use crate::callback::BodyError;
+use crate::config::bounded;
 use std::fmt;
 
 /// Why a callback was not accepted. `answer` holds DESIGN.md's HTTP table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
     MethodNotAllowed,
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        limit: usize,
+    },
     AppIdMissing,
     AppIdNotAccepted,
     AppIdConflicting,
     SignMissing,
     RequestTimeMissing,
     RequestTimeMalformed,
-    RequestTimeOutsideSkew { max_skew_secs: u64 },
+    RequestTimeOutsideSkew {
+        max_skew_secs: u64,
+    },
     SignMismatch,
     SignConflicting,
     CommandMissing,
     CommandConflicting,
-    CommandMismatch { query: String, body: String },
+    CommandMismatch {
+        query: String,
+        body: String,
+    },
     BadBody(BodyError),
+    /// The SNS message (envelope and attributes), or the `publish_failed` record that would
+    /// keep it, is over `limit` bytes: nothing could ever deliver it, so it is refused now.
+    MessageTooLarge {
+        bytes: usize,
+        limit: usize,
+    },
     PublishFailed,
+    /// The upstream callback backend gave no answer: refused, reset, TLS failure, or an
+    /// answer too large to pass on.
+    UpstreamFailed,
+    UpstreamTimedOut {
+        timeout_ms: u128,
+    },
 }
 
 /// An answer's HTTP status and the `ErrorCode` / `ErrorInfo` of its FAIL body.
@@ -51,7 +71,10 @@ impl Rejection {
             CommandConflicting => (400, 4001),
             CommandMismatch { .. } => (400, 4002),
             BadBody(_) => (400, 4003),
+            MessageTooLarge { .. } => (413, 4131),
             PublishFailed => (503, 5030),
+            UpstreamFailed => (502, 5020),
+            UpstreamTimedOut { .. } => (504, 5040),
         };
         FailAnswer {
             status,
@@ -72,13 +95,17 @@ impl Rejection {
             RequestTimeOutsideSkew { .. } => "request_time_skew",
             CommandMissing | CommandConflicting | CommandMismatch { .. } => "callback_command",
             BadBody(_) => "bad_body",
+            MessageTooLarge { .. } => "message_too_large",
             PublishFailed => "publish_failed",
+            UpstreamFailed => "upstream_failed",
+            UpstreamTimedOut { .. } => "upstream_timeout",
         }
     }
 }
 
 // What the caller is told. It names what was wrong and never repeats a secret: not the token,
-// not the Sign that was sent, not the one that was expected.
+// not the Sign that was sent, not the one that was expected; and it quotes at most 100
+// characters of anything the caller sent.
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use Rejection::*;
@@ -101,10 +128,22 @@ impl fmt::Display for Rejection {
             CommandConflicting => f.write_str("CallbackCommand is given more than once"),
             CommandMismatch { query, body } => write!(
                 f,
-                "CallbackCommand in the body ({body:?}) disagrees with the query string ({query:?})"
+                "CallbackCommand in the body ({:?}) disagrees with the query string ({:?})",
+                bounded(body),
+                bounded(query)
             ),
             BadBody(e) => e.fmt(f),
+            MessageTooLarge { bytes, limit } => write!(
+                f,
+                "the exception would make a message of {bytes} bytes, over the {limit}-byte \
+                 limit of SNS and CloudWatch Logs"
+            ),
             PublishFailed => f.write_str("the exception could not be published; retry later"),
+            UpstreamFailed => f.write_str("the upstream callback backend gave no usable answer"),
+            UpstreamTimedOut { timeout_ms } => write!(
+                f,
+                "the upstream callback backend did not answer within {timeout_ms} ms"
+            ),
         }
     }
 }
@@ -130,6 +169,15 @@ mod tests {
             (Rejection::BadBody(BodyError::NotObject), 400),
             (Rejection::CommandMissing, 400),
             (Rejection::PublishFailed, 503),
+            (
+                Rejection::MessageTooLarge {
+                    bytes: 262_145,
+                    limit: 262_144,
+                },
+                413,
+            ),
+            (Rejection::UpstreamFailed, 502),
+            (Rejection::UpstreamTimedOut { timeout_ms: 1500 }, 504),
         ];
         for (rejection, status) in cases {
             let answer = rejection.answer();
@@ -137,5 +185,28 @@ mod tests {
             assert_ne!(answer.error_code, 0);
             assert!(!answer.error_info.is_empty());
         }
+        let codes = |r: Rejection| r.answer().error_code;
+        assert_eq!(
+            codes(Rejection::MessageTooLarge { bytes: 2, limit: 1 }),
+            4131
+        );
+        assert_eq!(codes(Rejection::UpstreamFailed), 5020);
+        assert_eq!(codes(Rejection::UpstreamTimedOut { timeout_ms: 1 }), 5040);
+    }
+
+    #[test]
+    fn what_the_caller_sent_is_quoted_at_most_100_characters() {
+        let long = "G".repeat(10_000);
+        let mismatch = Rejection::CommandMismatch {
+            query: long.clone(),
+            body: long.clone(),
+        };
+        let info = mismatch.answer().error_info;
+        assert!(info.len() < 320, "{} bytes", info.len());
+        let wrong_type = Rejection::BadBody(BodyError::WrongType {
+            field: "GroupId".into(),
+            detail: format!("invalid type: string {long:?}"),
+        });
+        assert!(wrong_type.answer().error_info.len() < 200);
     }
 }

@@ -9,9 +9,8 @@
 mod support;
 
 use im_exception_webhook::classify::Category;
-use im_exception_webhook::handler::App;
-use im_exception_webhook::publish::SnsPublisher;
-use im_exception_webhook::replay;
+use im_exception_webhook::handler::LambdaApp;
+use im_exception_webhook::republish;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -33,7 +32,7 @@ struct Faulty {
     proxy: FaultProxy,
     /// The function's configuration, which the replay binary is given too.
     env: HashMap<String, String>,
-    app: &'static App<SnsPublisher>,
+    app: &'static LambdaApp,
 }
 
 impl Faulty {
@@ -89,10 +88,10 @@ impl Faulty {
     /// Replays `log` through the library, with the function's configuration and publisher.
     async fn replay(&self, log: &str) -> String {
         let mut report = Vec::new();
-        let summary = replay::replay_text(
+        let summary = republish::republish_text(
             "log",
             log,
-            &self.app.config,
+            &self.app.config.topics,
             &self.app.publisher,
             &mut report,
         )

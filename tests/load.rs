@@ -15,7 +15,7 @@
 mod support;
 
 use im_exception_webhook::classify::Category;
-use im_exception_webhook::replay;
+use im_exception_webhook::{record_source, republish};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -192,7 +192,7 @@ async fn run(world: World, calls: usize) -> String {
     let published: usize = uniques.iter().map(Unique::published).sum();
     let failed = calls - published;
     let log = logs.text();
-    let records = replay::scan("load", &log).records;
+    let records = record_source::scan("load", &log).records;
     assert_eq!(records.len(), failed, "one publish_failed record per 503");
     let mut recorded: HashMap<String, Vec<String>> = HashMap::new();
     for record in records {
@@ -247,10 +247,10 @@ async fn run(world: World, calls: usize) -> String {
 
     // SNS is back: replaying the log delivers the rest.
     let mut report = Vec::new();
-    let summary = replay::replay_text(
+    let summary = republish::republish_text(
         "load",
         &logs.text(),
-        &app.config,
+        &app.config.topics,
         &app.publisher,
         &mut report,
     )

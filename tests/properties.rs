@@ -11,7 +11,7 @@ use im_exception_webhook::config::Config;
 use im_exception_webhook::decision::{Decision, WebhookRequest, decide};
 use im_exception_webhook::envelope::Message;
 use im_exception_webhook::query::Query;
-use im_exception_webhook::replay::message_from_envelope;
+use im_exception_webhook::republish::message_from_envelope;
 use proptest::prelude::*;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -466,7 +466,8 @@ proptest! {
         let body = json!({"ErrorCode": code}).to_string();
         let request = WebhookRequest { method: "POST", query: chat_query(), body: body.as_bytes() };
         match decide(&request, &config, at(NOW)) {
-            Ok(Decision::Exception { message, topic, error_code, .. }) => {
+            Ok(Decision::Exception { message, topic, .. }) => {
+                let error_code = message.error_code;
                 prop_assert_eq!(message.category, expected);
                 prop_assert_eq!(error_code, code);
                 prop_assert_eq!(topic, config.topic(expected));
@@ -589,7 +590,7 @@ proptest! {
                 prop_assert!(!answer.error_info.is_empty());
                 prop_assert!(!answer.error_info.contains(TOKEN));
             }
-            Ok(Decision::OtherCommand(command)) => {
+            Ok(Decision::Acknowledge { command } | Decision::Forward { command }) => {
                 prop_assert_ne!(command, EXCEPTION_COMMAND);
             }
             Ok(Decision::Exception { message, .. }) => {

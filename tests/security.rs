@@ -8,8 +8,7 @@
 mod support;
 
 use im_exception_webhook::classify::Category;
-use im_exception_webhook::handler::App;
-use im_exception_webhook::publish::SnsPublisher;
+use im_exception_webhook::handler::LambdaApp;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use support::{Answer, Call, Logs, World, callback, invoke};
@@ -22,7 +21,7 @@ const OTHER_APP: &str = "1400000001";
 /// A test's topics and function (with a callback token when `signed`).
 struct Site {
     world: World,
-    app: &'static App<SnsPublisher>,
+    app: &'static LambdaApp,
 }
 
 impl Site {
@@ -173,7 +172,10 @@ async fn deeply_nested_json_within_the_limit_is_published_as_sent_without_crashi
     // limit on what it skips: the callback is valid JSON, so it is published as received. A
     // subscriber whose parser limits depth (serde_json::Value: 128) cannot read such an
     // envelope: see the README's threat model.
-    let site = Site::new("deep-nesting", |_| {}).await;
+    let site = Site::new("deep-nesting", |env| {
+        env.insert("MAX_BODY_BYTES".into(), "262144".into());
+    })
+    .await;
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
     for field in ["MsgBody", "SomethingNew"] {
         let text = format!(r#"{{"ErrorCode":10023,"GroupId":"{GROUP}","{field}":{deep}}}"#);

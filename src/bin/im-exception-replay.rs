@@ -6,11 +6,13 @@
 //! `replayed N, failed M`. Exit status: 0 when nothing failed, 1 when something did, 2 when the
 //! input or the configuration could not be read (nothing is published then).
 
-use im_exception_webhook::config::Config;
+use im_exception_webhook::config::Topics;
 use im_exception_webhook::publish::{self, SnsPublisher};
-use im_exception_webhook::replay::{self, Scan};
+use im_exception_webhook::record_source::{self, Scan};
+use im_exception_webhook::republish::{self, Options};
 use std::io::Read;
 use std::process::ExitCode;
+use std::time::Duration;
 
 const USAGE: &str = "usage: im-exception-replay [FILE]...
 
@@ -36,15 +38,15 @@ async fn main() -> ExitCode {
     let mut scan = Scan::default();
     for name in &names {
         match read(name) {
-            Ok(text) => scan.extend(replay::scan(display_name(name), &text)),
+            Ok(text) => scan.extend(record_source::scan(display_name(name), &text)),
             Err(e) => {
                 eprintln!("im-exception-replay: cannot read {name}: {e}");
                 return ExitCode::from(2);
             }
         }
     }
-    let config = match Config::from_env() {
-        Ok(config) => config,
+    let topics = match Topics::from_env() {
+        Ok(topics) => topics,
         Err(e) => {
             eprintln!("im-exception-replay: {e}");
             return ExitCode::from(2);
@@ -52,9 +54,16 @@ async fn main() -> ExitCode {
     };
 
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    let client = publish::sns_client(loader, config.publish_timeout).await;
-    let publisher = SnsPublisher::new(client, config.publish_timeout);
-    let summary = replay::replay(&scan, &config, &publisher, &mut std::io::stderr()).await;
+    let client = publish::sns_client(loader).await;
+    let publisher = SnsPublisher::new(client, Duration::from_secs(10));
+    let summary = republish::republish(
+        &scan,
+        &topics,
+        &publisher,
+        Options::default(),
+        &mut std::io::stderr(),
+    )
+    .await;
     if summary.skipped > 0 || summary.repeated > 0 {
         eprintln!(
             "skipped {} lines or values that are not publish_failed records; {} repeated records",

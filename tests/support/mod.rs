@@ -13,8 +13,7 @@ pub mod replay_bin;
 pub mod world;
 
 use im_exception_webhook::config::Config;
-use im_exception_webhook::handler::{self, App};
-use im_exception_webhook::publish::{self, SnsPublisher};
+use im_exception_webhook::handler::{self, LambdaApp};
 use lambda_http::request::LambdaRequest;
 use lambda_http::tower::ServiceExt;
 use lambda_http::{Adapter, Context, LambdaEvent};
@@ -33,12 +32,12 @@ pub const ACK: &str = r#"{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}"#;
 
 /// The function as `main.rs` builds it, with configuration from `env` instead of the process
 /// environment and the SDK pointed at `endpoint` with static credentials.
-pub async fn function(env: &HashMap<String, String>, endpoint: &str) -> &'static App<SnsPublisher> {
+pub async fn function(env: &HashMap<String, String>, endpoint: &str) -> &'static LambdaApp {
     let config = Config::from_lookup(|name| env.get(name).cloned())
         .unwrap_or_else(|e| panic!("test configuration: {e}"));
-    let client = publish::sns_client(world::loader(endpoint), config.publish_timeout).await;
-    let publisher = SnsPublisher::new(client, config.publish_timeout);
-    Box::leak(Box::new(App { config, publisher }))
+    Box::leak(Box::new(
+        LambdaApp::new(config, world::loader(endpoint)).await,
+    ))
 }
 
 /// What API Gateway receives back from the function.
@@ -94,7 +93,7 @@ impl Answer {
 /// Runs one Lambda event through the same path `lambda_http::run` takes: deserialized as a
 /// `LambdaRequest`, through `Adapter` around the production service, and the response
 /// serialized as it goes back to API Gateway.
-pub async fn invoke(app: &'static App<SnsPublisher>, event: &Value) -> Answer {
+pub async fn invoke(app: &'static LambdaApp, event: &Value) -> Answer {
     let request: LambdaRequest =
         serde_json::from_value(event.clone()).expect("the event deserializes as a LambdaRequest");
     let mut context = Context::default();
@@ -247,7 +246,7 @@ pub fn assert_envelope(
 pub async fn setup(
     world: &World,
     tweak: impl FnOnce(&mut HashMap<String, String>),
-) -> &'static App<SnsPublisher> {
+) -> &'static LambdaApp {
     let mut env = world.env();
     tweak(&mut env);
     function(&env, &world.endpoint).await

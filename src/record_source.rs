@@ -1,38 +1,23 @@
-//! Replay: republishes the envelopes of `publish_failed` log records, exactly as the function
-//! would have published them.
+//! Reading `publish_failed` records back, wherever they are kept: the function's log lines as
+//! text (a file, standard input, what `aws logs filter-log-events` prints), a CloudWatch Logs
+//! subscription event (what the redrive function receives), and a Lambda on-failure
+//! destination message holding such an event (what the redrive dead-letter queue holds).
 //!
-//! Chat does not retry `Group.CallbackSendMsgException`, so when a publish fails, the
-//! function's `publish_failed` log record is the only copy of that exception. [`scan`] reads
-//! such records back from text in either form an operator has it:
+//! In text, [`scan`] reads records in either form an operator has them:
 //!
 //! - the function's own log lines: one JSON object per line, with `envelope` nested as a JSON
 //!   object (or a JSON string holding it), among any other lines, which are skipped;
 //! - what `aws logs filter-log-events` (or `get-log-events`) prints: `{"events": [{"message":
 //!   "<one log line>", …}], …}`, pretty-printed or not, several documents one after the other
 //!   when the pages of a paged query were concatenated.
-//!
-//! [`replay`] publishes each envelope, unchanged, as the message body, to its category's topic in
-//! the configuration. Everything else (attributes, subject, FIFO group and deduplication id)
-//! comes from [`MessageParts::into_message`], the derivation the function itself uses, applied to
-//! the envelope's fields and its `callback` re-parsed as the function parses a request body
-//! ([`message_from_envelope`]). On a FIFO topic the deduplication id is the envelope's
-//! `dedupKey`, so an exception replayed twice, or replayed after its first publish reached SNS
-//! after all, is delivered once.
 
-use crate::callback;
-use crate::classify::Category;
-use crate::config::{Config, TOPIC_VARIABLES};
-use crate::envelope::{Message, MessageParts};
-use crate::publish::Publisher;
+pub use crate::record::PUBLISH_FAILED;
+use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
-use std::io::Write;
-
-/// The `event` of the record the function writes when a publish fails.
-pub const PUBLISH_FAILED: &str = "publish_failed";
+use std::io::Read;
 
 /// Where a record was read: the input's name and the line the record starts on. A record inside
 /// a `filter-log-events` document is placed at the line of its event's `message`.
@@ -311,197 +296,104 @@ fn string<'a>(raw: &'a RawValue) -> Option<Cow<'a, str>> {
     serde_json::from_str::<Cow<'a, str>>(raw.get()).ok()
 }
 
-/// Why an envelope cannot be republished.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EnvelopeError(pub String);
-
-impl fmt::Display for EnvelopeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// A CloudWatch Logs subscription event: `{"awslogs": {"data": base64 of gzip of the batch}}`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubscriptionEvent {
+    pub awslogs: AwsLogs,
 }
 
-impl std::error::Error for EnvelopeError {}
+#[derive(Debug, Clone, Deserialize)]
+pub struct AwsLogs {
+    pub data: String,
+}
 
-/// The fields of an envelope that a publish is derived from.
-#[derive(Deserialize)]
+/// The batch inside a subscription event.
+#[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct EnvelopeFields<'a> {
-    #[serde(borrow)]
-    category: Cow<'a, str>,
-    error_code: i64,
-    #[serde(borrow)]
-    sdk_app_id: Cow<'a, str>,
-    #[serde(borrow, default)]
-    opt_platform: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    dedup_key: Cow<'a, str>,
-    #[serde(borrow)]
-    callback: &'a RawValue,
+struct LogBatch {
+    message_type: String,
+    #[serde(default)]
+    log_stream: String,
+    #[serde(default)]
+    log_events: Vec<LogEvent>,
 }
 
-/// The publish the function would have made for `envelope`: the envelope itself, unchanged, as
-/// the body; category, error code, SdkAppID, OptPlatform and dedupKey from its fields; group,
-/// sender and the rest from its `callback`, parsed as the function parses a request body.
-pub fn message_from_envelope(envelope: &str) -> Result<Message, EnvelopeError> {
-    let fields: EnvelopeFields<'_> = serde_json::from_str(envelope)
-        .map_err(|e| EnvelopeError(format!("not an envelope the function writes: {e}")))?;
-    let category: Category = fields
-        .category
-        .parse()
-        .map_err(|e| EnvelopeError(format!("envelope category: {e}")))?;
-    let parsed = callback::parse(fields.callback.get().as_bytes())
-        .map_err(|e| EnvelopeError(format!("the envelope's callback cannot be read: {e}")))?;
-    if parsed.error_code != fields.error_code {
-        return Err(EnvelopeError(format!(
-            "the envelope's errorCode {} disagrees with its callback's ErrorCode {}",
-            fields.error_code, parsed.error_code
-        )));
+#[derive(Debug, Deserialize)]
+struct LogEvent {
+    #[serde(default)]
+    id: String,
+    message: String,
+}
+
+/// The records of a subscription event. Each log event is one log line; its origin is
+/// `input` with the event's stream and id. CloudWatch's `CONTROL_MESSAGE` (sent once when the
+/// subscription is made) holds none.
+pub fn from_subscription(input: &str, event: &SubscriptionEvent) -> Result<Scan, String> {
+    let compressed = base64::engine::general_purpose::STANDARD
+        .decode(event.awslogs.data.trim())
+        .map_err(|e| format!("awslogs.data is not base64: {e}"))?;
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(compressed.as_slice())
+        .read_to_end(&mut json)
+        .map_err(|e| format!("awslogs.data is not gzip: {e}"))?;
+    let batch: LogBatch = serde_json::from_slice(&json)
+        .map_err(|e| format!("awslogs.data is not a log batch: {e}"))?;
+    let mut found = Scan::default();
+    if batch.message_type != "DATA_MESSAGE" {
+        return Ok(found);
     }
-    let dedup_key = fields.dedup_key.into_owned();
-    if dedup_key.len() != 64
-        || !dedup_key
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
-        return Err(EnvelopeError(format!(
-            "the envelope's dedupKey {dedup_key:?} is not 64 lowercase hex digits"
-        )));
+    for event in &batch.log_events {
+        let name = format!("{input}:{}/{}", batch.log_stream, event.id);
+        found.extend(scan(&name, &event.message));
     }
-    Ok(MessageParts {
-        category,
-        error_code: fields.error_code,
-        sdk_app_id: &fields.sdk_app_id,
-        opt_platform: fields.opt_platform.as_deref(),
-        callback: &parsed.callback,
-        dedup_key,
-        body: envelope.to_owned(),
+    Ok(found)
+}
+
+/// The records of a Lambda on-failure destination message (the body of a message in the
+/// redrive dead-letter queue): its `requestPayload` is the subscription event that failed.
+pub fn from_destination(input: &str, body: &str) -> Result<Scan, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Destination {
+        request_payload: SubscriptionEvent,
     }
-    .into_message())
+    let destination: Destination = serde_json::from_str(body)
+        .map_err(|e| format!("not a Lambda destination record of a subscription event: {e}"))?;
+    from_subscription(input, &destination.request_payload)
 }
 
-/// What a replay did. Displayed as the tool's last line, `replayed N, failed M`.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
-    /// Records published.
-    pub replayed: usize,
-    /// Records not published: unreadable, no topic for their category, or the publish failed.
-    pub failed: usize,
-    /// Records that repeat one earlier in the input (the same envelope): published once.
-    pub repeated: usize,
-    /// Lines and JSON values that are not `publish_failed` records.
-    pub skipped: usize,
-}
-
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "replayed {}, failed {}", self.replayed, self.failed)
+/// A subscription event holding `messages` as log events, as CloudWatch Logs sends it: for
+/// tests and for the redrive's own checks.
+pub fn subscription_event(log_group: &str, messages: &[&str]) -> SubscriptionEvent {
+    use std::io::Write;
+    let events: Vec<serde_json::Value> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| serde_json::json!({"id": i.to_string(), "timestamp": 0, "message": m}))
+        .collect();
+    let batch = serde_json::json!({
+        "messageType": "DATA_MESSAGE",
+        "owner": "123456789012",
+        "logGroup": log_group,
+        "logStream": "2026/12/01/[$LATEST]0123456789abcdef",
+        "subscriptionFilters": ["publish_failed"],
+        "logEvents": events,
+    });
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(batch.to_string().as_bytes())
+        .expect("writing to memory");
+    let compressed = gzip.finish().expect("writing to memory");
+    SubscriptionEvent {
+        awslogs: AwsLogs {
+            data: base64::engine::general_purpose::STANDARD.encode(compressed),
+        },
     }
-}
-
-/// Publishes every record of `scan` to its category's topic in `config`, in input order, and
-/// writes one line per record to `report`. A record that repeats an earlier one (the same
-/// envelope, as when one file is given twice) is published once.
-pub async fn replay<P: Publisher>(
-    scan: &Scan,
-    config: &Config,
-    publisher: &P,
-    report: &mut dyn Write,
-) -> Summary {
-    let mut summary = Summary {
-        skipped: scan.skipped,
-        ..Summary::default()
-    };
-    let mut seen: HashMap<&str, &Origin> = HashMap::new();
-    for found in &scan.records {
-        let record = match found {
-            Ok(record) => record,
-            Err(unreadable) => {
-                summary.failed += 1;
-                let _ = writeln!(
-                    report,
-                    "failed {}: {}",
-                    unreadable.origin, unreadable.problem
-                );
-                continue;
-            }
-        };
-        if let Some(first) = seen.get(record.envelope.as_str()) {
-            summary.repeated += 1;
-            let _ = writeln!(
-                report,
-                "repeated {}: the same envelope as {first}, published once",
-                record.origin
-            );
-            continue;
-        }
-        seen.insert(&record.envelope, &record.origin);
-        match publish(record, config, publisher).await {
-            Ok(line) => {
-                summary.replayed += 1;
-                let _ = writeln!(report, "replayed {}: {line}", record.origin);
-            }
-            Err(problem) => {
-                summary.failed += 1;
-                let _ = writeln!(report, "failed {}: {problem}", record.origin);
-            }
-        }
-    }
-    summary
-}
-
-/// Scans `text` (named `input` in the report) and replays what it holds.
-pub async fn replay_text<P: Publisher>(
-    input: &str,
-    text: &str,
-    config: &Config,
-    publisher: &P,
-    report: &mut dyn Write,
-) -> Summary {
-    replay(&scan(input, text), config, publisher, report).await
-}
-
-/// Publishes one record; says what was done, or why it was not.
-async fn publish<P: Publisher>(
-    record: &Record,
-    config: &Config,
-    publisher: &P,
-) -> Result<String, String> {
-    let message = message_from_envelope(&record.envelope).map_err(|e| e.to_string())?;
-    let what = format!("{} {}", message.category, message.dedup_key);
-    let topic = config.topic(message.category).ok_or_else(|| {
-        format!(
-            "{what}: no topic is configured for category {} (set {})",
-            message.category,
-            TOPIC_VARIABLES[message.category.index()]
-        )
-    })?;
-    let message_id = publisher
-        .publish(topic, &message)
-        .await
-        .map_err(|e| format!("{what} to {}: {e}", topic.arn))?;
-    let moved = match &record.topic_arn {
-        Some(logged) if *logged != topic.arn => format!(" (logged for {logged})"),
-        _ => String::new(),
-    };
-    Ok(format!(
-        "{what} to {}{moved}, message id {message_id}",
-        topic.arn
-    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::publish::RecordingPublisher;
-
-    const ENVELOPE: &str = r#"{"category":"frequency_limit","errorCode":10023,"sdkAppId":"1400000000","optPlatform":"RESTAPI","receivedAt":"2026-11-25T20:00:00.123Z","dedupKey":"d3b4c0a6e2c1f0b7a8e9d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5","callback":{"ErrorCode":"10023",  "GroupId":"@TGS#1","Random":1,"X":[1.50,"\u00e9"]}}"#;
-
-    fn line(envelope: &str) -> String {
-        format!(
-            r#"{{"timestamp":"2026-11-25T20:00:00.700Z","level":"ERROR","event":"publish_failed","outcome":"publish_failed","category":"frequency_limit","topicArn":"arn:aws:sns:us-east-1:1:fl","envelope":{envelope},"error":"publish failed","requestId":"r1"}}"#
-        )
-    }
+    use crate::test_support::{ENVELOPE, record_line as line};
 
     fn envelopes(scan: &Scan) -> Vec<&str> {
         scan.records
@@ -635,102 +527,54 @@ mod tests {
     }
 
     #[test]
-    fn the_message_keeps_the_envelope_byte_for_byte() {
-        let message = message_from_envelope(ENVELOPE).unwrap();
-        assert_eq!(message.body, ENVELOPE);
-        assert_eq!(message.category, Category::FrequencyLimit);
-        assert_eq!(message.dedup_key.len(), 64);
-        assert_eq!(message.group_id, "@TGS#1");
-        assert_eq!(
-            message.subject,
-            "frequency_limit: error 10023 in group @TGS#1"
+    fn reads_the_records_of_a_subscription_event() {
+        let other = r#"{"event":"callback","outcome":"published"}"#;
+        let event = subscription_event(
+            "/aws/lambda/x-webhook",
+            &[&line(ENVELOPE), other, &line(ENVELOPE)],
         );
-    }
-
-    #[test]
-    fn envelopes_the_function_would_not_write_are_refused() {
-        for (from, to) in [
-            ("\"frequency_limit\"", "\"spam\""),
-            ("\"errorCode\":10023", "\"errorCode\":10024"),
-            ("\"dedupKey\":\"d3", "\"dedupKey\":\"D3"),
-            ("\"ErrorCode\":\"10023\"", "\"ErrorCode\":true"),
-            ("\"sdkAppId\":\"1400000000\",", ""),
-        ] {
-            let changed = ENVELOPE.replacen(from, to, 1);
-            assert_ne!(changed, ENVELOPE);
-            assert!(message_from_envelope(&changed).is_err(), "{to}");
-        }
-    }
-
-    fn config(unclassified: bool) -> Config {
-        Config::from_lookup(|name| {
-            let topic = |n: &str| Some(format!("arn:aws:sns:us-east-1:1:{n}"));
-            match name {
-                "IM_SDK_APP_ID" => Some("1400000000".into()),
-                "TOPIC_ARN_INVALID_GROUP" => topic("ig"),
-                "TOPIC_ARN_FREQUENCY_LIMIT" => topic("fl"),
-                "TOPIC_ARN_CONTENT_FILTER" => topic("cf"),
-                "TOPIC_ARN_MUTED_SENDER" => topic("ms"),
-                "TOPIC_ARN_UNCLASSIFIED" if unclassified => topic("un"),
-                _ => None,
-            }
-        })
-        .unwrap()
-    }
-
-    fn replay_now(
-        text: &str,
-        config: &Config,
-        publisher: &RecordingPublisher,
-    ) -> (Summary, String) {
-        let mut report = Vec::new();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let summary = runtime.block_on(replay_text("log", text, config, publisher, &mut report));
-        (summary, String::from_utf8(report).unwrap())
-    }
-
-    #[test]
-    fn replay_publishes_each_record_once_to_its_categorys_topic() {
-        let unclassified = ENVELOPE
-            .replace("frequency_limit", "unclassified")
-            .replace("10023", "12345");
-        let text = [line(ENVELOPE), line(&unclassified), line(ENVELOPE)].join("\n");
-        let publisher = RecordingPublisher::default();
-        let (summary, report) = replay_now(&text, &config(true), &publisher);
-        assert_eq!(summary.to_string(), "replayed 2, failed 0", "{report}");
-        assert_eq!(summary.repeated, 1);
-        let sent = publisher.sent.lock().unwrap();
-        assert_eq!(sent[0].0, "arn:aws:sns:us-east-1:1:fl");
-        assert_eq!(sent[0].1, message_from_envelope(ENVELOPE).unwrap());
-        assert_eq!(sent[1].0, "arn:aws:sns:us-east-1:1:un");
+        let found = from_subscription("event", &event).unwrap();
+        assert_eq!(envelopes(&found), [ENVELOPE, ENVELOPE]);
+        assert_eq!(found.skipped, 1);
         assert!(
-            report.contains("logged for arn:aws:sns:us-east-1:1:fl"),
-            "{report}"
+            found.records[0]
+                .as_ref()
+                .unwrap()
+                .origin
+                .input
+                .starts_with("event:2026/12/01/")
         );
+
+        let bad = SubscriptionEvent {
+            awslogs: AwsLogs {
+                data: "not base64!".into(),
+            },
+        };
+        assert!(from_subscription("event", &bad).is_err());
+        let not_gzip = SubscriptionEvent {
+            awslogs: AwsLogs {
+                data: "aGVsbG8=".into(),
+            },
+        };
+        assert!(from_subscription("event", &not_gzip).is_err());
     }
 
     #[test]
-    fn replay_counts_what_it_could_not_publish() {
-        let unclassified = ENVELOPE
-            .replace("frequency_limit", "unclassified")
-            .replace("10023", "12345");
-        let text = [
-            line(&unclassified),
-            r#"{"event":"publish_failed"}"#.into(),
-            line(&ENVELOPE.replace("frequency_limit", "spam")),
-        ]
-        .join("\n");
-        let publisher = RecordingPublisher::default();
-        let (summary, report) = replay_now(&text, &config(false), &publisher);
-        assert_eq!(summary.to_string(), "replayed 0, failed 3");
-        assert!(report.contains("set TOPIC_ARN_UNCLASSIFIED"), "{report}");
-        assert!(publisher.sent.lock().unwrap().is_empty());
-
-        let down = RecordingPublisher::failing();
-        let (summary, report) = replay_now(&line(ENVELOPE), &config(false), &down);
-        assert_eq!(summary.to_string(), "replayed 0, failed 1");
-        assert!(report.contains("publish failed: down"), "{report}");
+    fn reads_the_event_inside_a_destination_record() {
+        let event = subscription_event("/aws/lambda/x-webhook", &[&line(ENVELOPE)]);
+        let body = serde_json::json!({
+            "version": "1.0",
+            "timestamp": "2026-12-01T18:00:00.000Z",
+            "requestContext": {"requestId": "r", "condition": "RetriesExhausted", "approximateInvokeCount": 3},
+            "requestPayload": {"awslogs": {"data": event.awslogs.data}},
+            "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+            "responsePayload": {"errorMessage": "1 record not published"}
+        })
+        .to_string();
+        assert_eq!(
+            envelopes(&from_destination("queue", &body).unwrap()),
+            [ENVELOPE]
+        );
+        assert!(from_destination("queue", r#"{"requestPayload":{}}"#).is_err());
     }
 }

@@ -1,0 +1,291 @@
+//! Forwarding a callback to the app's existing callback backend (the upstream), the other I/O
+//! besides publishing, behind a trait so tests can swap it.
+//!
+//! Chat has one callback URL per app. In front of an existing backend, every callback this
+//! function does not own goes on to that backend exactly as Chat sent it: the query string
+//! and body bytes unchanged, so the backend's own `Sign` check still works, and Chat gets the
+//! backend's answer unchanged, because for a before-send callback that answer is the decision.
+
+use crate::config::Upstream;
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+use aws_smithy_runtime_api::client::http::HttpConnector;
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_types::body::SdkBody;
+use http_body_util::{BodyExt, Limited};
+use std::fmt;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// The largest upstream answer passed on to Chat; Chat's own answers are a few hundred bytes.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// A callback to forward, as received.
+#[derive(Debug, Clone, Copy)]
+pub struct Forward<'a> {
+    /// Chat's query string, exactly as received (rebuilt from the parameters for REST API
+    /// events, which carry no raw query string).
+    pub query: Option<&'a str>,
+    /// The body bytes as received (decoded, when API Gateway sent them base64-encoded).
+    pub body: &'a [u8],
+    pub content_type: Option<&'a str>,
+}
+
+/// The upstream's answer, passed on to Chat unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamAnswer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardError {
+    /// No answer: refused, reset, a TLS failure.
+    Unreachable(String),
+    /// No answer within the upstream timeout.
+    TimedOut(Duration),
+    /// An answer larger than [`MAX_ANSWER_BYTES`].
+    AnswerTooLarge,
+}
+
+impl ForwardError {
+    /// A short, stable name for logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ForwardError::Unreachable(_) => "unreachable",
+            ForwardError::TimedOut(_) => "timeout",
+            ForwardError::AnswerTooLarge => "answer_too_large",
+        }
+    }
+}
+
+impl fmt::Display for ForwardError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ForwardError::Unreachable(e) => write!(f, "upstream unreachable: {e}"),
+            ForwardError::TimedOut(d) => {
+                write!(f, "upstream gave no answer within {} ms", d.as_millis())
+            }
+            ForwardError::AnswerTooLarge => {
+                write!(f, "upstream answer larger than {MAX_ANSWER_BYTES} bytes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ForwardError {}
+
+/// Sends one callback to the upstream and returns its answer.
+pub trait Forwarder: Send + Sync {
+    fn forward(
+        &self,
+        request: Forward<'_>,
+    ) -> impl Future<Output = Result<UpstreamAnswer, ForwardError>> + Send;
+}
+
+/// No upstream configured: the decision never forwards then, and if it did, Chat would be
+/// told the upstream cannot be reached rather than be acknowledged.
+impl<F: Forwarder> Forwarder for Option<F> {
+    async fn forward(&self, request: Forward<'_>) -> Result<UpstreamAnswer, ForwardError> {
+        match self {
+            Some(forwarder) => forwarder.forward(request).await,
+            None => Err(ForwardError::Unreachable(
+                "no upstream is configured".into(),
+            )),
+        }
+    }
+}
+
+/// The URL a callback is forwarded to: the upstream URL with Chat's query string appended
+/// exactly as received, after the upstream's own query when it has one.
+pub fn forward_url(upstream: &str, query: Option<&str>) -> String {
+    let query = query.unwrap_or_default();
+    if query.is_empty() {
+        return upstream.to_owned();
+    }
+    let separator = match upstream.find('?') {
+        None => "?",
+        Some(_) if upstream.ends_with(['?', '&']) => "",
+        Some(_) => "&",
+    };
+    format!("{upstream}{separator}{query}")
+}
+
+/// [`Forwarder`] over the SDK's own HTTP stack (hyper, rustls on ring, the same trust store
+/// and `SSL_CERT_FILE`): one connection pool per cold start, connections kept alive, and no
+/// second TLS implementation in the binary. Redirects are answers like any other: passed on,
+/// never followed.
+#[derive(Debug)]
+pub struct HttpForwarder {
+    connector: aws_smithy_http_client::Connector,
+    upstream: Upstream,
+}
+
+impl HttpForwarder {
+    pub fn new(upstream: Upstream) -> Self {
+        let connector = aws_smithy_http_client::Connector::builder()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build();
+        HttpForwarder {
+            connector,
+            upstream,
+        }
+    }
+
+    async fn attempt(&self, url: &str, request: &Forward<'_>) -> Result<UpstreamAnswer, Failure> {
+        let mut http = HttpRequest::new(SdkBody::from(request.body.to_vec()));
+        http.set_method("POST").map_err(Failure::unreachable)?;
+        http.set_uri(url).map_err(Failure::unreachable)?;
+        let content_type = request.content_type.unwrap_or("application/json");
+        http.headers_mut()
+            .try_insert("content-type", content_type.to_owned())
+            .map_err(Failure::unreachable)?;
+        let response = self
+            .connector
+            .call(http)
+            .await
+            .map_err(|e| Failure::Connection(e.to_string()))?;
+        let status = response.status().as_u16();
+        let content_type = response.headers().get("content-type").map(str::to_owned);
+        let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Failure::Final(ForwardError::AnswerTooLarge)
+                } else {
+                    Failure::unreachable(e)
+                }
+            })?
+            .to_bytes()
+            .to_vec();
+        Ok(UpstreamAnswer {
+            status,
+            content_type,
+            body,
+        })
+    }
+}
+
+/// How one attempt failed.
+enum Failure {
+    /// The connection failed before an answer began: worth one more attempt.
+    Connection(String),
+    Final(ForwardError),
+}
+
+impl Failure {
+    fn unreachable(e: impl fmt::Display) -> Failure {
+        Failure::Final(ForwardError::Unreachable(e.to_string()))
+    }
+}
+
+impl Forwarder for HttpForwarder {
+    async fn forward(&self, request: Forward<'_>) -> Result<UpstreamAnswer, ForwardError> {
+        let url = forward_url(&self.upstream.url, request.query);
+        let timeout = self.upstream.timeout;
+        let started = Instant::now();
+        let attempts = async {
+            // A pooled connection that the upstream closed while Lambda froze this environment
+            // fails as soon as it is used; one new connection at once saves the callback. The
+            // upstream may then see it twice, as it may whenever Chat retries on its own.
+            match self.attempt(&url, &request).await {
+                Err(Failure::Connection(first)) => match self.attempt(&url, &request).await {
+                    Err(Failure::Connection(second)) => Err(ForwardError::Unreachable(format!(
+                        "{second} (and before it: {first})"
+                    ))),
+                    Err(Failure::Final(e)) => Err(e),
+                    Ok(answer) => Ok(answer),
+                },
+                Err(Failure::Final(e)) => Err(e),
+                Ok(answer) => Ok(answer),
+            }
+        };
+        match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), attempts).await {
+            Ok(result) => result,
+            Err(_) => Err(ForwardError::TimedOut(timeout)),
+        }
+    }
+}
+
+/// What [`RecordingForwarder`] was given: query string, body, content type.
+#[cfg(test)]
+pub(crate) type Received = (Option<String>, Vec<u8>, Option<String>);
+
+/// A [`Forwarder`] for unit tests: records what it is given and answers as told.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct RecordingForwarder {
+    pub(crate) answer: Result<UpstreamAnswer, ForwardError>,
+    pub(crate) received: std::sync::Mutex<Vec<Received>>,
+}
+
+#[cfg(test)]
+impl RecordingForwarder {
+    pub(crate) fn answering(answer: Result<UpstreamAnswer, ForwardError>) -> Self {
+        RecordingForwarder {
+            answer,
+            received: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Forwarder for RecordingForwarder {
+    async fn forward(&self, request: Forward<'_>) -> Result<UpstreamAnswer, ForwardError> {
+        self.received.lock().unwrap().push((
+            request.query.map(str::to_owned),
+            request.body.to_vec(),
+            request.content_type.map(str::to_owned),
+        ));
+        self.answer.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chats_query_is_appended_exactly_as_received() {
+        let q = Some("SdkAppid=1400000000&CallbackCommand=Group.CallbackBeforeSendMsg&x=a%2Bb%20c");
+        assert_eq!(
+            forward_url("https://b.example/im", q),
+            "https://b.example/im?SdkAppid=1400000000&CallbackCommand=Group.CallbackBeforeSendMsg&x=a%2Bb%20c"
+        );
+        assert_eq!(
+            forward_url("https://b.example/im?app=1", Some("a=1")),
+            "https://b.example/im?app=1&a=1"
+        );
+        assert_eq!(
+            forward_url("https://b.example/im?", Some("a=1")),
+            "https://b.example/im?a=1"
+        );
+        assert_eq!(
+            forward_url("https://b.example/im?k=v&", Some("a=1")),
+            "https://b.example/im?k=v&a=1"
+        );
+        assert_eq!(
+            forward_url("https://b.example/im", None),
+            "https://b.example/im"
+        );
+        assert_eq!(
+            forward_url("https://b.example/im", Some("")),
+            "https://b.example/im"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_an_upstream_nothing_is_forwarded() {
+        let none: Option<RecordingForwarder> = None;
+        let request = Forward {
+            query: None,
+            body: b"{}",
+            content_type: None,
+        };
+        assert!(matches!(
+            none.forward(request).await,
+            Err(ForwardError::Unreachable(_))
+        ));
+    }
+}
