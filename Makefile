@@ -22,7 +22,7 @@ $(STAMP): requirements-dev.txt
 # The template checks, then unit tests and integration tests against a moto server they start
 # themselves.
 test: venv check-template
-	MOTO_SERVER="$(abspath $(VENV))/bin/moto_server" cargo test --all-targets
+	MOTO_SERVER="$(abspath $(VENV))/bin/moto_server" cargo test --all-targets --all-features
 
 # template.yaml: cfn-lint, SAM's own validation (with its linter), and tests/*.py, which check
 # the template against the code (environment variables, defaults, topics, alarms, publish
@@ -34,7 +34,7 @@ check-template: venv
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --all-features -- -D warnings
 
 check: lint test
 
