@@ -25,8 +25,9 @@ test: venv check-template
 	MOTO_SERVER="$(abspath $(VENV))/bin/moto_server" cargo test --all-targets --all-features
 
 # template.yaml: cfn-lint, SAM's own validation (with its linter), and tests/*.py, which check
-# the template against the code (environment variables, defaults, topics, alarms, publish
-# rights). pytest exits 5 when it collects no test: that fails the target, as it should.
+# the template against docs/configuration.md (variables, defaults) and the crate's binaries, and
+# evaluate it in each configuration (endpoints, topics, alarms, publish rights, redrive,
+# dashboard). pytest exits 5 when it collects no test: that fails the target, as it should.
 check-template: venv
 	$(OFFLINE_AWS) $(VENV)/bin/cfn-lint template.yaml
 	$(OFFLINE_AWS) $(SAM) validate --lint --region us-east-1 --template-file template.yaml
