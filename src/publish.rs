@@ -4,8 +4,8 @@
 use crate::config::Topic;
 use crate::envelope::Message;
 use crate::retry::{Attempt, GaveUp, RetryPolicy};
-use aws_config::ConfigLoader;
 use aws_config::retry::RetryConfig;
+use aws_config::{ConfigLoader, SdkConfig};
 use aws_sdk_sns::config::SharedHttpClient;
 use aws_sdk_sns::config::http::HttpResponse;
 use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -147,7 +147,7 @@ impl Publisher for SnsPublisher {
         }
         let outcome = self
             .policy
-            .run(|_timeout| {
+            .run(&message.dedup_key, |_timeout| {
                 let attempt = request.clone().send();
                 async move {
                     match attempt.await {
@@ -215,12 +215,18 @@ fn retryable<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool
 /// `SSL_CERT_FILE` when set. The SDK's own retries are off: [`RetryPolicy`] decides, within
 /// the deadline Chat gives.
 pub async fn sns_client(loader: ConfigLoader) -> aws_sdk_sns::Client {
-    let sdk_config = loader
+    aws_sdk_sns::Client::new(&sdk_config(loader).await)
+}
+
+/// The configuration [`sns_client`] is made from, for a program that builds other clients on
+/// the same credentials and HTTPS client (the replay tool). Its SDK retries are off, as SNS's
+/// must be; a client that wants the SDK's retries turns them back on for itself.
+pub async fn sdk_config(loader: ConfigLoader) -> SdkConfig {
+    loader
         .http_client(https_client())
         .retry_config(RetryConfig::disabled())
         .load()
-        .await;
-    aws_sdk_sns::Client::new(&sdk_config)
+        .await
 }
 
 /// The SDK's HTTP client on rustls + ring: one TLS stack for SNS and the upstream.

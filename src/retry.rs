@@ -75,9 +75,11 @@ impl RetryPolicy {
     }
 
     /// Runs `attempt` (given its timeout) until it succeeds, is refused, or no further attempt
-    /// fits in the deadline.
-    pub async fn run<T, E, F, Fut>(&self, mut attempt: F) -> Result<T, GaveUp<E>>
+    /// fits in the deadline. Each retry is logged with `dedup_key`, since a retry after an
+    /// attempt whose answer was lost may deliver the message twice.
+    pub async fn run<T, E, F, Fut>(&self, dedup_key: &str, mut attempt: F) -> Result<T, GaveUp<E>>
     where
+        E: std::fmt::Display,
         F: FnMut(Duration) -> Fut,
         Fut: Future<Output = Attempt<T, E>>,
     {
@@ -108,6 +110,17 @@ impl RetryPolicy {
                     refused: false,
                 });
             }
+            tracing::warn!(
+                event = "publish_retry",
+                attempt = attempts,
+                dedupKey = dedup_key,
+                error = last_error
+                    .as_ref()
+                    .map(|e| e.to_string())
+                    .as_deref()
+                    .unwrap_or("stalled"),
+                pauseMs = pause.as_millis() as u64,
+            );
             tokio::time::sleep(pause).await;
         }
     }
@@ -163,7 +176,7 @@ mod tests {
         let starts = RefCell::new(Vec::new());
         let outcomes = RefCell::new(outcomes.iter());
         let result = policy
-            .run(|_timeout| {
+            .run("key", |_timeout| {
                 starts.borrow_mut().push(started.elapsed().as_millis());
                 let next = outcomes.borrow_mut().next();
                 async move {
