@@ -10,9 +10,16 @@ A small Lambda Runtime API on loopback starts each release binary exactly as Lam
   run time, /proc/PID/task/*/schedstat), and the peak RSS (VmHWM).
 
 Side by side, in the same run: bench-hello (the smallest lambda_http function, answering the
-acknowledgement and nothing else), and the webhook publishing to a moto server once over HTTP
+acknowledgement and nothing else), the webhook publishing to a moto server once over HTTP
 and once over HTTPS (moto behind a test CA, added to a copy of the system bundle that
-SSL_CERT_FILE points at, so the function pays for a real TLS setup).
+SSL_CERT_FILE points at, so the function pays for a real TLS setup), and the webhook
+forwarding a before-send callback to a local upstream callback backend over HTTPS (the same
+test CA; the upstream answers Chat's acknowledgement).
+
+With --lambda-share (default 1/14, what Lambda gives a 128 MB function), each cold start is
+also run with the process in a cgroup v1 cpu controller limited to that share of one CPU
+(cpu.cfs_quota_us / cpu.cfs_period_us), and its wall time to the first answer reported: what
+Chat waits on a cold start. Needs a writable /sys/fs/cgroup/cpu; skipped otherwise.
 
 Usage (from the repository root, after `cargo build --release --bin im-exception-webhook
 --example bench-hello`; `make bench` does both):  python bench/cold_start.py [--runs 7]
@@ -93,6 +100,40 @@ def create_topics(endpoint, bundle):
             time.sleep(0.2)
 
 
+class Upstream:
+    """The app's existing callback backend over HTTPS: answers every POST with Chat's
+    acknowledgement, as a before-send webhook letting a message through does."""
+
+    def __init__(self, crt, key):
+        import ssl
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = b'{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(crt, key)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}/im/callback"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
 # --- the Lambda Runtime API ---------------------------------------------------------------
 
 class RuntimeApi:
@@ -164,17 +205,23 @@ class RuntimeApi:
         self.server.shutdown()
 
 
-def chat_event(n):
-    """A signed Group.CallbackSendMsgException call, as API Gateway (HTTP API) delivers it."""
+def chat_event(n, command="Group.CallbackSendMsgException"):
+    """A signed call of `command` (by default Group.CallbackSendMsgException), as API Gateway
+    (HTTP API) delivers it; another command carries a before-send body."""
     now = str(int(time.time()))
     sign = hashlib.sha256((TOKEN + now).encode()).hexdigest()
-    query = (f"SdkAppid={APP_ID}&CallbackCommand=Group.CallbackSendMsgException&contenttype=json"
+    query = (f"SdkAppid={APP_ID}&CallbackCommand={command}&contenttype=json"
              f"&ClientIP=203.0.113.5&OptPlatform=RESTAPI&RequestTime={now}&Sign={sign}")
     body = json.dumps({
         "CallbackCommand": "Group.CallbackSendMsgException", "GroupId": "@TGS#2J4SZEAEL",
         "Type": "Public", "From_Account": "jared", "Operator_Account": "admin", "Random": n,
         "OnlineOnlyFlag": 1, "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "hi"}}],
         "ErrorCode": 10023, "ErrorInfo": "send message too frequently",
+        "EventTime": str(1670574414123 + n),
+    } if command == "Group.CallbackSendMsgException" else {
+        "CallbackCommand": command, "GroupId": "@TGS#2J4SZEAEL", "Type": "Public",
+        "From_Account": "jared", "Random": n, "OnlineOnlyFlag": 0,
+        "MsgBody": [{"MsgType": "TIMTextElem", "MsgContent": {"Text": "hi"}}],
         "EventTime": str(1670574414123 + n),
     })
     return {
@@ -188,7 +235,10 @@ def chat_event(n):
     }
 
 
-def lambda_env(endpoint, topics, bundle):
+BEFORE_SEND = "Group.CallbackBeforeSendMsg"
+
+
+def lambda_env(endpoint, topics, bundle, upstream=None):
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "AWS_LAMBDA_FUNCTION_NAME": "bench", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
@@ -201,20 +251,42 @@ def lambda_env(endpoint, topics, bundle):
         env["SSL_CERT_FILE"] = str(bundle)
         for category, arn in topics.items():
             env[f"TOPIC_ARN_{category.upper()}"] = arn
+    if upstream:
+        env["UPSTREAM_CALLBACK_URL"] = upstream
     return env
+
+
+# --- a share of one CPU, as Lambda gives a small function ---------------------------------
+
+CGROUP = Path("/sys/fs/cgroup/cpu/im-exception-bench")
+
+
+def lambda_share_cgroup(share):
+    """A cgroup v1 cpu controller limited to `share` of one CPU, or None if not writable."""
+    try:
+        CGROUP.mkdir(exist_ok=True)
+        period = 100_000
+        (CGROUP / "cpu.cfs_period_us").write_text(str(period))
+        (CGROUP / "cpu.cfs_quota_us").write_text(str(max(1000, int(period * share))))
+        return CGROUP
+    except OSError as e:
+        print(f"(no CPU share: {e})", file=sys.stderr)
+        return None
 
 
 # --- measurements -------------------------------------------------------------------------
 
-def cold_start(binary, env, n):
+def cold_start(binary, env, n, command=None, cgroup=None):
     api, process, started = None, None, None
+    # Joins the cgroup between fork and exec, so the whole function runs at the share.
+    join = (lambda: (cgroup / "cgroup.procs").write_text(str(os.getpid()))) if cgroup else None
     try:
         api = RuntimeApi()
-        api.invoke(f"cold-{n}", chat_event(n))
+        api.invoke(f"cold-{n}", chat_event(n, command or "Group.CallbackSendMsgException"))
         env = dict(env, AWS_LAMBDA_RUNTIME_API=api.address)
         started = time.perf_counter()
         process = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+                                   stderr=subprocess.DEVNULL, preexec_fn=join)
         answered, response = api.answer()
     finally:
         if process:
@@ -247,16 +319,17 @@ def peak_rss_kb(pid):
     raise RuntimeError("no VmHWM")
 
 
-def warm(binary, env, invocations):
+def warm(binary, env, invocations, command=None):
+    event = lambda n: chat_event(n, command or "Group.CallbackSendMsgException")  # noqa: E731
     api = RuntimeApi()
     process = subprocess.Popen([binary], env=dict(env, AWS_LAMBDA_RUNTIME_API=api.address),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        api.invoke("warm-0", chat_event(0))
+        api.invoke("warm-0", event(0))
         api.answer()
         after_first = cpu_seconds(process.pid)
         for n in range(1, invocations + 1):
-            api.invoke(f"warm-{n}", chat_event(n))
+            api.invoke(f"warm-{n}", event(n))
             _, response = api.answer()
             if response.get("statusCode") != 200:
                 raise RuntimeError(f"warm invocation {n} answered {response}")
@@ -281,13 +354,16 @@ def main():
                              "(e.g. to compare release profiles)")
     parser.add_argument("--moto", default=shutil.which("moto_server")
                         or str(ROOT / ".venv/bin/moto_server"))
+    parser.add_argument("--lambda-share", type=float, default=1 / 14,
+                        help="CPU share for the extra cold starts (0 to skip)")
     args = parser.parse_args()
     for binary in (args.function, args.hello, args.moto):
         if not Path(binary).exists():
             sys.exit(f"missing {binary}: run `make bench`")
 
     workdir = Path(tempfile.mkdtemp(prefix="im-bench-"))
-    servers = []
+    servers, upstream = [], None
+    cgroup = lambda_share_cgroup(args.lambda_share) if args.lambda_share > 0 else None
     try:
         key, crt, bundle = make_test_ca(workdir)
         http_port, https_port = free_port(), free_port()
@@ -295,45 +371,62 @@ def main():
         servers.append(start_moto(args.moto, https_port, crt, key))
         http, https = f"http://127.0.0.1:{http_port}", f"https://127.0.0.1:{https_port}"
         topics = {http: create_topics(http, bundle), https: create_topics(https, bundle)}
+        upstream = Upstream(crt, key)
 
+        # (name, binary, environment, callback command: None for the exception)
         cases = [
-            ("hello-world lambda_http, no SNS", args.hello, lambda_env(None, {}, bundle)),
+            ("hello-world lambda_http, no SNS", args.hello, lambda_env(None, {}, bundle), None),
             ("im-exception-webhook, SNS over HTTP", args.function,
-             lambda_env(http, topics[http], bundle)),
+             lambda_env(http, topics[http], bundle), None),
             ("im-exception-webhook, SNS over HTTPS", args.function,
-             lambda_env(https, topics[https], bundle)),
+             lambda_env(https, topics[https], bundle), None),
+            ("im-exception-webhook, forward over HTTPS", args.function,
+             lambda_env(https, topics[https], bundle, upstream.url), BEFORE_SEND),
         ]
         for label, binary in (a.split("=", 1) for a in args.also):
-            cases.append((f"{label}, SNS over HTTP", binary, lambda_env(http, topics[http], bundle)))
+            cases.append((f"{label}, SNS over HTTP", binary,
+                          lambda_env(http, topics[http], bundle), None))
         # One warm-up start each, so the binaries are in the page cache for every case alike.
-        for _, binary, env in cases:
-            cold_start(binary, env, 0)
-        results = {}
+        for _, binary, env, command in cases:
+            cold_start(binary, env, 0, command)
+        results, shared = {}, {}
         for run in range(args.runs):  # interleaved, so drift in machine load hits every case
-            for name, binary, env in cases:
-                results.setdefault(name, []).append(cold_start(binary, env, run + 1))
+            for name, binary, env, command in cases:
+                results.setdefault(name, []).append(cold_start(binary, env, run + 1, command))
+                if cgroup:
+                    _, wall = cold_start(binary, env, run + 1, command, cgroup)
+                    shared.setdefault(name, []).append(wall)
 
         print(f"Cold start, median of {args.runs} (CPU = user+sys of the function process, "
               "exec to first answer):\n")
-        print("| function | CPU ms | wall ms | CPU vs hello-world |")
-        print("| --- | --- | --- | --- |")
+        share = f" | wall ms at {args.lambda_share:.3f} CPU" if cgroup else ""
+        print(f"| function | CPU ms | wall ms{share} | CPU vs hello-world |")
+        print("| --- | --- | --- |" + (" --- |" if cgroup else "") + " --- |")
         hello_cpu = statistics.median(c for c, _ in results[cases[0][0]])
-        for name, _, _ in cases:
+        for name, _, _, _ in cases:
             cpu = statistics.median(c for c, _ in results[name])
             wall = statistics.median(w for _, w in results[name])
-            print(f"| {name} | {cpu:.1f} | {wall:.1f} | {cpu / hello_cpu:.2f}x |")
+            at_share = f" | {statistics.median(shared[name]):.0f}" if cgroup else ""
+            print(f"| {name} | {cpu:.1f} | {wall:.1f}{at_share} | {cpu / hello_cpu:.2f}x |")
 
         print(f"\nWarm, {args.warm} invocations in one process:\n")
         print("| function | CPU per invocation µs | peak RSS MB |")
         print("| --- | --- | --- |")
-        for name, binary, env in cases[:2] + cases[3:]:
-            cpu, rss = warm(binary, env, args.warm)
+        for name, binary, env, command in cases[:2] + cases[3:]:
+            cpu, rss = warm(binary, env, args.warm, command)
             print(f"| {name} | {cpu:.0f} | {rss:.1f} |")
     finally:
+        if upstream:
+            upstream.close()
         for server in servers:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+        if cgroup:
+            try:
+                cgroup.rmdir()
+            except OSError:
+                pass
 
 
 if __name__ == "__main__":
