@@ -39,8 +39,10 @@ lint:
 
 check: lint test
 
-# The local run: moto as the local SNS, an SQS queue on each topic, the function under
-# `cargo lambda watch`, every callback in events/ POSTed the way Chat does, and a table.
+# The local run: moto as the local SNS, an SQS queue on each topic, a local upstream (the app's
+# existing callback backend, Python's http.server), the function under `cargo lambda watch` in
+# the configurations events/README.md names, every callback in events/ POSTed the way Chat
+# does, and a table checked against events/README.md.
 run: venv
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) scripts/local_run.py
 
@@ -61,7 +63,7 @@ lambda: venv
 # Performance: the cold-start and warm benchmark under a local Lambda Runtime API (release
 # binaries, SNS on moto over HTTP and HTTPS), then the in-process criterion benchmark.
 bench: venv
-	cargo build --release --bin im-exception-webhook --example bench-hello
+	cargo build --release --bin im-exception-webhook --bin im-exception-redrive --example bench-hello
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTHON) bench/cold_start.py
 	cargo bench --bench in_process
 

@@ -238,6 +238,43 @@ def chat_event(n, command="Group.CallbackSendMsgException"):
 BEFORE_SEND = "Group.CallbackBeforeSendMsg"
 
 
+def exception_event(n):
+    return chat_event(n)
+
+
+def before_send_event(n):
+    return chat_event(n, BEFORE_SEND)
+
+
+def redrive_event(n):
+    """A CloudWatch Logs subscription event holding one publish_failed record, as the redrive
+    function receives it: base64 of gzip of the batch."""
+    import base64
+    import gzip
+
+    callback = {"CallbackCommand": "Group.CallbackSendMsgException", "GroupId": "@TGS#2J4SZEAEL",
+                "From_Account": "jared", "Random": n, "ErrorCode": 10023,
+                "EventTime": str(1670574414123 + n)}
+    key = hashlib.sha256(f"{APP_ID}|@TGS#2J4SZEAEL|jared|{n}|{1670574414123 + n}|10023"
+                         .encode()).hexdigest()
+    envelope = {"category": "frequency_limit", "errorCode": 10023, "sdkAppId": APP_ID,
+                "receivedAt": "2026-12-01T18:00:00.000Z", "dedupKey": key, "callback": callback}
+    record = {"timestamp": "2026-12-01T18:00:00.700Z", "level": "ERROR",
+              "event": "publish_failed", "category": "frequency_limit", "errorCode": 10023,
+              "topicArn": "-", "dedupKey": key, "envelope": envelope}
+    batch = {"messageType": "DATA_MESSAGE", "owner": "123456789012",
+             "logGroup": "/aws/lambda/bench-webhook", "logStream": "2026/12/01/[$LATEST]0",
+             "subscriptionFilters": ["publish_failed"],
+             "logEvents": [{"id": str(n), "timestamp": 0, "message": json.dumps(record)}]}
+    data = base64.b64encode(gzip.compress(json.dumps(batch).encode())).decode()
+    return {"awslogs": {"data": data}}
+
+
+def answered_ok(response):
+    """An API Gateway answer 200, or the redrive's summary of one record republished."""
+    return response.get("statusCode") == 200 or response.get("redriven") == 1
+
+
 def lambda_env(endpoint, topics, bundle, upstream=None):
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -276,13 +313,13 @@ def lambda_share_cgroup(share):
 
 # --- measurements -------------------------------------------------------------------------
 
-def cold_start(binary, env, n, command=None, cgroup=None):
+def cold_start(binary, env, n, event, cgroup=None):
     api, process, started = None, None, None
     # Joins the cgroup between fork and exec, so the whole function runs at the share.
     join = (lambda: (cgroup / "cgroup.procs").write_text(str(os.getpid()))) if cgroup else None
     try:
         api = RuntimeApi()
-        api.invoke(f"cold-{n}", chat_event(n, command or "Group.CallbackSendMsgException"))
+        api.invoke(f"cold-{n}", event(n))
         env = dict(env, AWS_LAMBDA_RUNTIME_API=api.address)
         started = time.perf_counter()
         process = subprocess.Popen([binary], env=env, stdout=subprocess.DEVNULL,
@@ -294,7 +331,7 @@ def cold_start(binary, env, n, command=None, cgroup=None):
         api.close()
     _, _, usage = os.wait4(process.pid, 0)
     process.returncode = -9
-    if response.get("statusCode") != 200:
+    if not answered_ok(response):
         raise RuntimeError(f"{binary} answered {response}")
     return (usage.ru_utime + usage.ru_stime) * 1000, (answered - started) * 1000
 
@@ -319,8 +356,7 @@ def peak_rss_kb(pid):
     raise RuntimeError("no VmHWM")
 
 
-def warm(binary, env, invocations, command=None):
-    event = lambda n: chat_event(n, command or "Group.CallbackSendMsgException")  # noqa: E731
+def warm(binary, env, invocations, event):
     api = RuntimeApi()
     process = subprocess.Popen([binary], env=dict(env, AWS_LAMBDA_RUNTIME_API=api.address),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -331,7 +367,7 @@ def warm(binary, env, invocations, command=None):
         for n in range(1, invocations + 1):
             api.invoke(f"warm-{n}", event(n))
             _, response = api.answer()
-            if response.get("statusCode") != 200:
+            if not answered_ok(response):
                 raise RuntimeError(f"warm invocation {n} answered {response}")
         per_invocation = (cpu_seconds(process.pid) - after_first) / invocations
         peak_rss_mb = peak_rss_kb(process.pid) / 1024
@@ -349,6 +385,7 @@ def main():
     parser.add_argument("--warm", type=int, default=1000, help="invocations in the warm run")
     parser.add_argument("--function", default=str(ROOT / "target/release/im-exception-webhook"))
     parser.add_argument("--hello", default=str(ROOT / "target/release/examples/bench-hello"))
+    parser.add_argument("--redrive", default=str(ROOT / "target/release/im-exception-redrive"))
     parser.add_argument("--also", action="append", default=[], metavar="LABEL=BINARY",
                         help="another build of the function to start beside it, over HTTP "
                              "(e.g. to compare release profiles)")
@@ -357,7 +394,7 @@ def main():
     parser.add_argument("--lambda-share", type=float, default=1 / 14,
                         help="CPU share for the extra cold starts (0 to skip)")
     args = parser.parse_args()
-    for binary in (args.function, args.hello, args.moto):
+    for binary in (args.function, args.hello, args.redrive, args.moto):
         if not Path(binary).exists():
             sys.exit(f"missing {binary}: run `make bench`")
 
@@ -373,28 +410,31 @@ def main():
         topics = {http: create_topics(http, bundle), https: create_topics(https, bundle)}
         upstream = Upstream(crt, key)
 
-        # (name, binary, environment, callback command: None for the exception)
+        # (name, binary, environment, event of invocation n)
         cases = [
-            ("hello-world lambda_http, no SNS", args.hello, lambda_env(None, {}, bundle), None),
+            ("hello-world lambda_http, no SNS", args.hello, lambda_env(None, {}, bundle),
+             exception_event),
             ("im-exception-webhook, SNS over HTTP", args.function,
-             lambda_env(http, topics[http], bundle), None),
+             lambda_env(http, topics[http], bundle), exception_event),
             ("im-exception-webhook, SNS over HTTPS", args.function,
-             lambda_env(https, topics[https], bundle), None),
+             lambda_env(https, topics[https], bundle), exception_event),
             ("im-exception-webhook, forward over HTTPS", args.function,
-             lambda_env(https, topics[https], bundle, upstream.url), BEFORE_SEND),
+             lambda_env(https, topics[https], bundle, upstream.url), before_send_event),
+            ("im-exception-redrive, one record, SNS over HTTPS", args.redrive,
+             lambda_env(https, topics[https], bundle), redrive_event),
         ]
         for label, binary in (a.split("=", 1) for a in args.also):
             cases.append((f"{label}, SNS over HTTP", binary,
-                          lambda_env(http, topics[http], bundle), None))
+                          lambda_env(http, topics[http], bundle), exception_event))
         # One warm-up start each, so the binaries are in the page cache for every case alike.
-        for _, binary, env, command in cases:
-            cold_start(binary, env, 0, command)
+        for _, binary, env, event in cases:
+            cold_start(binary, env, 0, event)
         results, shared = {}, {}
         for run in range(args.runs):  # interleaved, so drift in machine load hits every case
-            for name, binary, env, command in cases:
-                results.setdefault(name, []).append(cold_start(binary, env, run + 1, command))
+            for name, binary, env, event in cases:
+                results.setdefault(name, []).append(cold_start(binary, env, run + 1, event))
                 if cgroup:
-                    _, wall = cold_start(binary, env, run + 1, command, cgroup)
+                    _, wall = cold_start(binary, env, run + 1, event, cgroup)
                     shared.setdefault(name, []).append(wall)
 
         print(f"Cold start, median of {args.runs} (CPU = user+sys of the function process, "
@@ -412,8 +452,8 @@ def main():
         print(f"\nWarm, {args.warm} invocations in one process:\n")
         print("| function | CPU per invocation µs | peak RSS MB |")
         print("| --- | --- | --- |")
-        for name, binary, env, command in cases[:2] + cases[3:]:
-            cpu, rss = warm(binary, env, args.warm, command)
+        for name, binary, env, event in cases:
+            cpu, rss = warm(binary, env, args.warm, event)
             print(f"| {name} | {cpu:.0f} | {rss:.1f} |")
     finally:
         if upstream:
