@@ -99,6 +99,14 @@ impl Call {
         self
     }
 
+    /// Sends `bytes` as the body, base64-encoded as API Gateway does for binary media types:
+    /// any bytes at all, UTF-8 or not.
+    pub fn binary_body(mut self, bytes: &[u8]) -> Call {
+        self.body = Some(aws_smithy_types::base64::encode(bytes));
+        self.base64 = true;
+        self
+    }
+
     pub fn raw_query_string(&self) -> String {
         self.query
             .iter()

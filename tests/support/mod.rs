@@ -10,6 +10,7 @@ pub mod fault_proxy;
 pub mod logs;
 pub mod moto;
 pub mod replay_bin;
+pub mod upstream;
 pub mod world;
 
 use im_exception_webhook::config::Config;
