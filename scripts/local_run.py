@@ -3,15 +3,22 @@
 
 1. a moto server on a free loopback port stands in for SNS and SQS;
 2. one topic per category, each with an SQS queue subscribed, to read back what was published;
-3. the function runs under `cargo lambda watch`, configured for those topics;
-4. every event in events/ is POSTed to the function URL the way Chat would call it;
-5. the queues are drained and a table shows, per event, the answer and what was published,
-   checked against the expectations table in events/README.md;
-6. everything started here is stopped again, also on Ctrl-C or an error.
+3. a local upstream (stdlib http.server on a free loopback port, in this process) plays the
+   app's existing callback backend: it records every request, rejects a before-send callback
+   with a blocked word, acknowledges the rest, and misbehaves when the query asks it to;
+4. the function runs under `cargo lambda watch`, once per configuration the events need
+   (A and B in events/README.md), forwarding to that upstream;
+5. every event in events/ is POSTed to its function the way Chat would call it, in the order
+   of the expectations table in events/README.md; before the rows that need SNS to fail, the
+   queues are drained, then a topic is deleted or moto is stopped, as the table says;
+6. a table shows, per event, the answer Chat got, where the callback went (topic, upstream,
+   publish_failed record) and what the upstream answered, checked against that table;
+7. everything started here is stopped again, also on Ctrl-C or an error.
 
 Needs python3 with boto3, and moto_server / cargo-lambda on PATH (the Makefile puts .venv/bin
-there). Logs go to .local-run/ (git-ignored): watch.log (cargo and the function's JSON log
-lines) and moto.log. Exit status: 0 when everything matched, 1 otherwise.
+there). Logs go to .local-run/ (git-ignored): watch-A.log, watch-B.log (cargo and each
+function's JSON log lines), moto.log and upstream.log. Exit status: 0 when everything matched,
+1 otherwise.
 """
 
 from __future__ import annotations
@@ -30,8 +37,9 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote_plus
 
 import boto3
 
@@ -45,21 +53,38 @@ TOKEN = "local-run-token"
 REGION = "us-east-1"
 CATEGORIES = ["invalid_group", "frequency_limit", "content_filter", "muted_sender", "unclassified"]
 TOPIC_PREFIX = "im-exception-"
+EXCEPTION_COMMAND = "Group.CallbackSendMsgException"
 # DESIGN.md's message attributes, in its order (for the table).
 ATTRIBUTE_ORDER = ["category", "errorCode", "groupId", "groupType", "fromAccount",
                    "operatorAccount", "sdkAppId", "optPlatform", "dedupKey"]
 ACKNOWLEDGEMENT = '{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}'
 
-# Events that test the signature itself: not re-signed (see sign_query).
-SIGNATURE_CASES = {"sign_missing", "sign_wrong", "request_time_skewed"}
+# The configurations of events/README.md: what each adds to the common one.
+CONFIGS = {
+    "A": {},
+    "B": {"FORWARD_EXCEPTIONS": "true", "MAX_BODY_BYTES": "262144"},
+}
 
-# The function's own variables (src/config.rs). Any of them in the caller's shell, or any AWS_*
-# variable (a profile, a real endpoint), would leak into the function through cargo lambda,
-# which passes its own environment on; the run must depend on nothing but what is set here.
-FUNCTION_VARIABLES = {
-    "IM_SDK_APP_ID", "IM_CALLBACK_TOKEN", "IM_SIGN_MAX_SKEW_SECS", "TOPIC_ARN_INVALID_GROUP",
-    "TOPIC_ARN_FREQUENCY_LIMIT", "TOPIC_ARN_CONTENT_FILTER", "TOPIC_ARN_MUTED_SENDER",
-    "TOPIC_ARN_UNCLASSIFIED", "ERROR_CODE_OVERRIDES", "PUBLISH_TIMEOUT_MS", "MAX_BODY_BYTES",
+# The local upstream (events/README.md describes it).
+UPSTREAM_PATH = "/callback"
+UPSTREAM_SWITCH = "LocalUpstream"  # drop | slow
+UPSTREAM_SLOW_S = 3.0  # beyond the function's UPSTREAM_TIMEOUT_MS (1,500 by default)
+BEFORE_SEND = "Group.CallbackBeforeSendMsg"
+BLOCKED_WORDS = ["red-packet", "加微信"]
+UPSTREAM_BLOCKED = b'{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"blocked by moderation"}'
+UPSTREAM_ACK = b'{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":""}'
+UPSTREAM_CONTENT_TYPE = "application/json; charset=utf-8"
+
+# The function's own variables. Any of them in the caller's shell, or any AWS_* variable (a
+# profile, a real endpoint), would leak into the function through cargo lambda, which passes
+# its own environment on; the run must depend on nothing but what is set here. The list is
+# docs/configuration.md's table, and these in case it cannot be read.
+KNOWN_FUNCTION_VARIABLES = {
+    "IM_SDK_APP_ID", "IM_CALLBACK_TOKEN", "IM_CALLBACK_TOKEN_PREVIOUS", "IM_SIGN_MAX_SKEW_SECS",
+    "TOPIC_ARN_INVALID_GROUP", "TOPIC_ARN_FREQUENCY_LIMIT", "TOPIC_ARN_CONTENT_FILTER",
+    "TOPIC_ARN_MUTED_SENDER", "TOPIC_ARN_UNCLASSIFIED", "ERROR_CODE_OVERRIDES",
+    "PUBLISH_TIMEOUT_MS", "MAX_BODY_BYTES", "UPSTREAM_CALLBACK_URL", "UPSTREAM_TIMEOUT_MS",
+    "FORWARD_EXCEPTIONS",
 }
 
 # The first `cargo lambda watch` invocation compiles the function (debug profile); a cold
@@ -67,6 +92,8 @@ FUNCTION_VARIABLES = {
 BUILD_TIMEOUT_S = 600
 PROGRESS_EVERY_S = 15
 REQUEST_TIMEOUT_S = 30
+# How long a publish_failed record may take to reach the log after the answer.
+RECORD_WAIT_S = 5
 
 
 def say(message: str) -> None:
@@ -92,6 +119,11 @@ class Children:
                                     start_new_session=True)
         self.started.append((name, proc))
         return proc
+
+    def stop(self, name: str) -> None:
+        for entry in [e for e in self.started if e[0] == name]:
+            stop_process_tree(entry[1])
+            self.started.remove(entry)
 
     def stop_all(self) -> None:
         for name, proc in reversed(self.started):
@@ -182,6 +214,11 @@ def tail(path: Path, lines: int = 1) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()][-lines:]
 
 
+def sign(request_time: str) -> str:
+    """Chat's Sign: lowercase hex SHA-256 over Token + RequestTime."""
+    return hashlib.sha256((TOKEN + request_time).encode()).hexdigest()
+
+
 # --- step 1: moto --------------------------------------------------------------------------
 
 def start_moto(children: Children) -> str:
@@ -227,12 +264,160 @@ def create_topics_and_queues(moto_url: str) -> dict[str, dict[str, str]]:
     return wiring
 
 
-# --- step 3: the function under cargo lambda watch -----------------------------------------
+# --- step 3: the local upstream ------------------------------------------------------------
 
-def function_environment(moto_url: str, wiring: dict) -> dict[str, str]:
+@dataclass
+class UpstreamRequest:
+    """One request the upstream received, and what it did with it."""
+    path: str
+    query: str  # exactly as received
+    body: bytes
+    content_type: str | None
+    sign_ok: bool  # Sign right for RequestTime under the token: the backend's own check
+    action: str = ""  # answered | closed | late (answered after the caller had gone)
+    status: int | None = None
+    answer: bytes | None = None
+
+
+class Upstream:
+    """The app's existing callback backend, on a free loopback port, in a thread here."""
+
+    def __init__(self, log: Path) -> None:
+        self.requests: list[UpstreamRequest] = []
+        self.lock = threading.Lock()
+        self.log = open(log, "a", encoding="utf-8")
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), UpstreamHandler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
+        self.server.upstream = self
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{UPSTREAM_PATH}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.log.close()
+
+    def add(self, request: UpstreamRequest) -> None:
+        with self.lock:
+            self.requests.append(request)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.requests)
+
+    def since(self, start: int) -> list[UpstreamRequest]:
+        with self.lock:
+            return self.requests[start:]
+
+    def write_log(self, line: str) -> None:
+        with self.lock:
+            if not self.log.closed:
+                self.log.write(line + "\n")
+                self.log.flush()
+
+
+def upstream_command(query: str, body: bytes) -> str | None:
+    """The command as a backend reads it: the query's, else the body's."""
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key.lower() == "callbackcommand" and value:
+            return value
+    try:
+        command = json.loads(body).get("CallbackCommand")
+    except (ValueError, AttributeError):
+        return None
+    return command if isinstance(command, str) else None
+
+
+def blocked(body: bytes) -> bool:
+    try:
+        elements = json.loads(body).get("MsgBody") or []
+    except (ValueError, AttributeError):
+        return False
+    texts = [e.get("MsgContent", {}).get("Text", "") for e in elements
+             if isinstance(e, dict) and e.get("MsgType") == "TIMTextElem"]
+    return any(word in str(text) for text in texts for word in BLOCKED_WORDS)
+
+
+class UpstreamHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the function's connection pool expects
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.read_body()
+        path, _, query = self.path.partition("?")
+        params = parse_qsl(query, keep_blank_values=True)
+        times = [v for k, v in params if k.lower() == "requesttime"]
+        signs = [v for k, v in params if k.lower() == "sign"]
+        request = UpstreamRequest(
+            path=path, query=query, body=body, content_type=self.headers.get("Content-Type"),
+            sign_ok=len(times) == 1 and len(signs) == 1 and signs[0].lower() == sign(times[0]))
+        self.server.upstream.add(request)
+        switch = next((v for k, v in params if k == UPSTREAM_SWITCH), None)
+        if switch == "drop":
+            request.action = "closed"
+            self.server.upstream.write_log(f"{self.log_date_time_string()} \"{self.requestline}\""
+                                           " closed without an answer")
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        if switch == "slow":
+            time.sleep(UPSTREAM_SLOW_S)
+        command = upstream_command(query, body)
+        answer = UPSTREAM_BLOCKED if command == BEFORE_SEND and blocked(body) else UPSTREAM_ACK
+        request.status, request.answer = 200, answer
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", UPSTREAM_CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+            self.wfile.flush()
+            request.action = "answered"
+        except OSError:
+            request.action = "late"
+            self.close_connection = True
+        if switch == "slow" and request.action == "answered":
+            request.action = "late"  # the function gave up before; its socket took the bytes
+
+    def read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's naming)
+        self.server.upstream.write_log(f"{self.log_date_time_string()} {format % args}")
+
+
+# --- step 4: the function under cargo lambda watch -----------------------------------------
+
+def function_variables() -> set[str]:
+    names = set(KNOWN_FUNCTION_VARIABLES)
+    try:
+        text = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    except OSError:
+        return names
+    return names | set(re.findall(r"^\|\s*`([A-Z][A-Z0-9_]+)`\s*\|", text, re.MULTILINE))
+
+
+def function_environment(config: str, moto_url: str, wiring: dict,
+                         upstream_url: str) -> dict[str, str]:
     env = {
         "IM_SDK_APP_ID": SDK_APP_ID,
         "IM_CALLBACK_TOKEN": TOKEN,
+        "UPSTREAM_CALLBACK_URL": upstream_url,
         "AWS_ENDPOINT_URL": moto_url,
         "AWS_REGION": REGION,
         "AWS_ACCESS_KEY_ID": "test",
@@ -241,27 +426,36 @@ def function_environment(moto_url: str, wiring: dict) -> dict[str, str]:
     }
     for category in CATEGORIES:
         env[f"TOPIC_ARN_{category.upper()}"] = wiring[category]["topic_arn"]
-    return env
+    return env | CONFIGS[config]
 
 
-def start_function(children: Children, moto_url: str, wiring: dict) -> tuple[subprocess.Popen, str]:
+@dataclass
+class Function:
+    config: str
+    proc: subprocess.Popen
+    url: str
+    log: Path
+
+
+def start_function(children: Children, config: str, env: dict[str, str]) -> Function:
     """Starts `cargo lambda watch`; the function itself is built and started by the first
     request. Its configuration goes in an --env-file: --env-var would also work, but its
     comma-separated form splits values, and a file is easy to inspect afterwards."""
     port = free_port()
-    env_file = WORK_DIR / "function.env"
-    env_file.write_text("".join(f"{k}={v}\n"
-                                for k, v in function_environment(moto_url, wiring).items()))
+    env_file = WORK_DIR / f"function-{config}.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    log = WORK_DIR / f"watch-{config}.log"
     argv = ["cargo", "lambda", "watch",
             "--invoke-address", "127.0.0.1", "--invoke-port", str(port),
             "--env-file", str(env_file),
             # Without it, any edit under src/ (or events/) rebuilds and restarts the
             # function in the middle of the run.
             "--ignore-changes"]
+    own = function_variables()
     parent_env = {k: v for k, v in os.environ.items()
-                  if not (k.startswith("AWS_") or k in FUNCTION_VARIABLES)}
-    proc = children.start("cargo lambda watch", argv, WORK_DIR / "watch.log", env=parent_env)
-    return proc, f"http://127.0.0.1:{port}/lambda-url/{FUNCTION}/"
+                  if not (k.startswith("AWS_") or k in own)}
+    proc = children.start(f"cargo lambda watch ({config})", argv, log, env=parent_env)
+    return Function(config, proc, f"http://127.0.0.1:{port}/lambda-url/{FUNCTION}/", log)
 
 
 def probe(function_url: str) -> tuple[int, str]:
@@ -275,25 +469,26 @@ def probe(function_url: str) -> tuple[int, str]:
         return e.code, e.read().decode(errors="replace")
 
 
-def wait_until_function_answers(proc: subprocess.Popen, function_url: str) -> float:
+def wait_until_function_answers(function: Function) -> float:
     """Waits for the function's first answer, printing build progress, up to BUILD_TIMEOUT_S.
     The probe runs in a daemon thread so that this loop stays responsive to Ctrl-C and
     notices cargo lambda dying."""
     started = time.monotonic()
-    log = WORK_DIR / "watch.log"
+    log = function.log
     next_progress = started + PROGRESS_EVERY_S
     attempt: dict | None = None
     while True:
         elapsed = time.monotonic() - started
         if elapsed > BUILD_TIMEOUT_S:
-            raise RuntimeError(f"the function did not answer within {BUILD_TIMEOUT_S} s; "
-                               f"see {log.relative_to(ROOT)}")
-        if proc.poll() is not None:
-            raise RuntimeError(f"cargo lambda watch exited ({proc.returncode}): "
-                               + " | ".join(tail(log, 10)))
+            raise RuntimeError(f"function {function.config} did not answer within "
+                               f"{BUILD_TIMEOUT_S} s; see {log.relative_to(ROOT)}")
+        if function.proc.poll() is not None:
+            raise RuntimeError(f"cargo lambda watch ({function.config}) exited "
+                               f"({function.proc.returncode}): " + " | ".join(tail(log, 10)))
         if attempt is None:
             attempt = {}
-            threading.Thread(target=run_probe, args=(function_url, attempt), daemon=True).start()
+            threading.Thread(target=run_probe, args=(function.url, attempt),
+                             daemon=True).start()
         if "error" in attempt:
             # cargo lambda may refuse a connection for a moment after starting.
             attempt = None
@@ -304,8 +499,8 @@ def wait_until_function_answers(proc: subprocess.Popen, function_url: str) -> fl
             if '"ActionStatus"' in body:
                 return elapsed
             # cargo lambda's own error (a build failure, the function exiting at start).
-            raise RuntimeError(f"the function did not start: HTTP {status} {body[:300]}"
-                               f" | {' | '.join(tail(log, 10))}")
+            raise RuntimeError(f"function {function.config} did not start: HTTP {status} "
+                               f"{body[:300]} | {' | '.join(tail(log, 10))}")
         if time.monotonic() >= next_progress:
             last = tail(log, 1)
             say(f"    ... {elapsed:4.0f} s  {last[0][:100] if last else '(no output yet)'}")
@@ -320,23 +515,48 @@ def run_probe(function_url: str, result: dict) -> None:
         result["error"] = e
 
 
-# --- step 4: the calls ---------------------------------------------------------------------
+# --- step 5: the calls ---------------------------------------------------------------------
 
 @dataclass
 class Expectation:
     status: int
-    category: str | None
+    error_code: int
+    config: str
+    condition: tuple[str, str] | None  # ("delete_topic", category) or ("stop_sns", "")
+    categories: list[str]
+    upstream: int
+    publish_failed: bool
+
+
+def parse_condition(text: str) -> tuple[str, str]:
+    if text == "SNS stopped":
+        return ("stop_sns", "")
+    if m := re.fullmatch(rf"`{TOPIC_PREFIX}([a-z_]+)` deleted", text):
+        return ("delete_topic", m.group(1))
+    raise RuntimeError(f"events/README.md: unknown condition {text!r}")
 
 
 def load_expectations() -> dict[str, Expectation]:  # in the table's order
-    """The table in events/README.md: | `case` | what it is | status | `im-exception-<cat>` or — |"""
-    row = re.compile(r"^\|\s*`([^`]+)`\s*\|.*\|\s*(\d{3})\s*\|\s*([^|]*?)\s*\|\s*$")
+    """The table in events/README.md:
+    | `case` | what it is | config[, condition] | status | ErrorCode | outcome |"""
     expected = {}
     for line in (EVENTS_DIR / "README.md").read_text(encoding="utf-8").splitlines():
-        if m := row.match(line):
-            topic = m.group(3).strip("` ")
-            category = topic[len(TOPIC_PREFIX):] if topic.startswith(TOPIC_PREFIX) else None
-            expected[m.group(1)] = Expectation(int(m.group(2)), category)
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 6:
+            raise RuntimeError(f"events/README.md: a row without 6 cells: {line[:80]}")
+        name, _, config_cell, status, error_code, outcome = cells
+        config, _, condition = (part.strip() for part in config_cell.partition(","))
+        if config not in CONFIGS:
+            raise RuntimeError(f"events/README.md: {name}: unknown configuration {config!r}")
+        upstream = re.search(r"`upstream`(?:\s*×(\d+))?", outcome)
+        expected[name.strip("`")] = Expectation(
+            status=int(status), error_code=int(error_code), config=config,
+            condition=parse_condition(condition) if condition else None,
+            categories=re.findall(rf"`{TOPIC_PREFIX}([a-z_]+)`", outcome),
+            upstream=int(upstream.group(1) or 1) if upstream else 0,
+            publish_failed="`publish_failed`" in outcome)
     return expected
 
 
@@ -346,11 +566,21 @@ class Call:
     event: dict
     body: bytes | None = None
     query: str = ""
+    content_type: str | None = None
+    expected: Expectation | None = None
     status: int = 0
+    answer_bytes: bytes = b""
+    answer_type: str | None = None
     answer: dict | str = ""
     millis: float = 0.0
     deliveries: list[dict] = field(default_factory=list)
+    forwarded: list[UpstreamRequest] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)  # publish_failed records
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def config(self) -> str:
+        return self.expected.config if self.expected else "A"
 
 
 def load_events() -> list[Call]:
@@ -360,76 +590,85 @@ def load_events() -> list[Call]:
         body = event.get("body")
         if body is not None:
             body = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
-        calls.append(Call(path.stem, event, body))
+        content_type = next((v for k, v in event.get("headers", {}).items()
+                             if k.lower() == "content-type"), None)
+        calls.append(Call(path.stem, event, body, content_type=content_type))
     return calls
 
 
 def in_table_order(calls: list[Call], expected: dict[str, Expectation]) -> list[Call]:
-    """The README's order (categories, then refusals as the function checks them); events
-    the README does not list come last."""
+    """The README's order (the rows that need SNS to fail come last); events the README does
+    not list come last of all, and are sent to A."""
     rank = {name: i for i, name in enumerate(expected)}
+    for call in calls:
+        call.expected = expected.get(call.name)
     return sorted(calls, key=lambda c: (rank.get(c.name, len(rank)), c.name))
 
 
-def sign(request_time: str) -> str:
-    """Chat's Sign: lowercase hex SHA-256 over Token + RequestTime."""
-    return hashlib.sha256((TOKEN + request_time).encode()).hexdigest()
-
-
-def sign_query(call: Call) -> str:
-    """The query string to send: the event's own, signed now the way Chat signs each call.
-
-    The events carry no Sign (a fixed RequestTime would be outside the allowed skew), except
-    the signature cases, which test exactly that and are sent as they are, with one
-    exception: sign_wrong gets a fresh RequestTime for its wrong Sign, otherwise it would be
-    refused for its age before its Sign is ever compared."""
+def fresh_query(call: Call, now: int) -> str:
+    """The query string to send: the event's own, with every Unix-seconds RequestTime moved by
+    as much as the event's time is from now, and every Sign that was right for the old
+    RequestTime made again for the new one. Everything else goes byte for byte: a wrong Sign
+    stays wrong, a malformed RequestTime stays malformed, a skewed one stays as far off."""
     raw = call.event.get("rawQueryString", "")
-    if call.name in ("sign_missing", "request_time_skewed"):
+    pieces = raw.split("&") if raw else []
+    decoded = [(unquote_plus(k), unquote_plus(v))
+               for k, _, v in (piece.partition("=") for piece in pieces)]
+    times = {v for k, v in decoded if k.lower() == "requesttime"}
+    if len(times) != 1:
         return raw
-    pairs = parse_qsl(raw, keep_blank_values=True)
-    now = str(int(time.time()))
-    keep = [(k, v) for k, v in pairs if k.lower() not in ("sign", "requesttime")]
-    if call.name == "sign_wrong":
-        wrong_sign = next(v for k, v in pairs if k.lower() == "sign")
-        return urlencode(keep + [("Sign", wrong_sign), ("RequestTime", now)])
-    return urlencode(keep + [("Sign", sign(now)), ("RequestTime", now)])
+    old = times.pop()
+    if not old.isdigit():
+        return raw
+    event_s = call.event.get("requestContext", {}).get("timeEpoch", 0) // 1000
+    new = str(int(old) + now - event_s)
+    out = []
+    for piece, (key, value) in zip(pieces, decoded):
+        name = piece.partition("=")[0]
+        if key.lower() == "requesttime":
+            piece = f"{name}={new}"
+        elif key.lower() == "sign" and value.lower() == sign(old):
+            piece = f"{name}={sign(new)}"
+        out.append(piece)
+    return "&".join(out)
 
 
-def post_event(function_url: str, call: Call) -> None:
+def post_event(function: Function, call: Call) -> None:
     """Sends one event as an HTTP request: its method, query string and (decoded) body."""
-    call.query = sign_query(call)
+    call.query = fresh_query(call, int(time.time()))
     method = call.event.get("requestContext", {}).get("http", {}).get("method", "POST")
     headers = {k: v for k, v in call.event.get("headers", {}).items()
                if k.lower() in ("content-type", "accept")}
-    request = urllib.request.Request(f"{function_url}?{call.query}", data=call.body,
-                                     headers=headers, method=method)
+    url = f"{function.url}?{call.query}" if call.query else function.url
+    request = urllib.request.Request(url, data=call.body, headers=headers, method=method)
     started = time.perf_counter()
     try:
         with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
-            call.status, text = response.status, response.read().decode(errors="replace")
+            call.status, call.answer_bytes = response.status, response.read()
+            call.answer_type = response.headers.get("Content-Type")
     except urllib.error.HTTPError as e:
-        call.status, text = e.code, e.read().decode(errors="replace")
+        call.status, call.answer_bytes = e.code, e.read()
+        call.answer_type = e.headers.get("Content-Type")
     call.millis = (time.perf_counter() - started) * 1000
+    text = call.answer_bytes.decode(errors="replace")
     try:
         call.answer = json.loads(text)
     except ValueError:
         call.answer = text
-    if call.status == 200 and text != ACKNOWLEDGEMENT:
-        call.problems.append(f"200 without Chat's exact acknowledgement: {text[:80]}")
 
 
-# --- step 5: what was published --------------------------------------------------------------
+# --- step 6: what came of it -----------------------------------------------------------------
 
 def drain_queues(moto_url: str, wiring: dict) -> list[dict]:
     """Every message in every queue (deleted as read), as {category, notification}.
-    moto delivers to SQS while handling the Publish, so all are there by now."""
+    moto delivers to SQS while handling the Publish, so all are there by now: no waiting."""
     sqs = aws_client("sqs", moto_url)
     deliveries = []
     for category in CATEGORIES:
         queue_url = wiring[category]["queue_url"]
         while True:
             messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10,
-                                           WaitTimeSeconds=1).get("Messages", [])
+                                           WaitTimeSeconds=0).get("Messages", [])
             if not messages:
                 break
             for message in messages:
@@ -462,14 +701,19 @@ def expected_dedup_key(call: Call) -> str | None:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
-def attach_deliveries(calls: list[Call], deliveries: list[dict]) -> list[str]:
-    """Gives each delivered message to the event it came from (by dedupKey), checking the
-    envelope and attributes on the way; returns messages no event explains."""
-    by_key = {}
+def calls_by_dedup_key(calls: list[Call]) -> dict[str, Call]:
+    by_key: dict[str, Call] = {}
     for call in calls:
         key = expected_dedup_key(call)
         if key:
             by_key.setdefault(key, call)
+    return by_key
+
+
+def attach_deliveries(calls: list[Call], deliveries: list[dict]) -> list[str]:
+    """Gives each delivered message to the event it came from (by dedupKey), checking the
+    envelope and attributes on the way; returns messages no event explains."""
+    by_key = calls_by_dedup_key(calls)
     orphans = []
     for delivery in deliveries:
         note = delivery["notification"]
@@ -517,59 +761,183 @@ def check_delivery(call: Call, delivery: dict, envelope: dict) -> None:
     call.problems += [f"published message: {w}" for w in wrong]
 
 
+def publish_failed_records(log: Path) -> list[dict]:
+    records = []
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return records
+    for line in lines:
+        if '"event":"publish_failed"' not in line:
+            continue
+        try:
+            records.append(json.loads(line[line.index("{"):]))
+        except ValueError:
+            continue
+    return records
+
+
+def attach_records(calls: list[Call], functions: dict[str, Function], wiring: dict) -> list[str]:
+    """Gives each publish_failed record in the functions' logs to its event (by dedupKey) and
+    checks it keeps the callback; returns records no event explains."""
+    by_key = calls_by_dedup_key(calls)
+    orphans = []
+    for config, function in functions.items():
+        for record in publish_failed_records(function.log):
+            call = by_key.get(record.get("dedupKey"))
+            if call is None or call.config != config:
+                orphans.append(f"{config}: a publish_failed record no event explains "
+                               f"(dedupKey {str(record.get('dedupKey'))[:16]}...)")
+                continue
+            call.records.append(record)
+            envelope = record.get("envelope")
+            if isinstance(envelope, str):
+                envelope = json.loads(envelope)
+            category = record.get("category")
+            want_arn = wiring.get(category, {}).get("topic_arn")
+            if record.get("topicArn") != want_arn:
+                call.problems.append(f"publish_failed record: topicArn {record.get('topicArn')}"
+                                     f", expected {want_arn}")
+            if not isinstance(envelope, dict) or \
+                    envelope.get("callback") != json.loads(call.body):
+                call.problems.append("publish_failed record: the envelope does not hold the "
+                                     "callback sent")
+    return orphans
+
+
+def check_forwarded(call: Call) -> None:
+    """Each request the upstream received for this event is the event's query string and body
+    as sent, its Sign still good for the backend's own check."""
+    for request in call.forwarded:
+        if request.path != UPSTREAM_PATH:
+            call.problems.append(f"forwarded to path {request.path}, expected {UPSTREAM_PATH}")
+        if request.query != call.query:
+            call.problems.append(f"forwarded query differs: {request.query[:120]!r}, "
+                                 f"sent {call.query[:120]!r}")
+        if request.body != (call.body or b""):
+            call.problems.append(f"forwarded body differs ({len(request.body)} bytes, sent "
+                                 f"{len(call.body or b'')})")
+        if request.content_type != call.content_type:
+            call.problems.append(f"forwarded Content-Type {request.content_type!r}, sent "
+                                 f"{call.content_type!r}")
+        if not request.sign_ok:
+            call.problems.append("forwarded Sign does not verify for the upstream")
+
+
+def passes_on(want: Expectation) -> bool:
+    """Chat gets the upstream's answer: another command, forwarded and answered."""
+    return want.upstream > 0 and not want.categories and want.status < 500
+
+
 def compare_with_expectations(calls: list[Call], expected: dict[str, Expectation]) -> list[str]:
     problems = []
     for call in calls:
-        want = expected.get(call.name)
+        want = call.expected
         if want is None:
             call.problems.append("no row in events/README.md")
             continue
         if call.status != want.status:
             call.problems.append(f"status {call.status}, expected {want.status}")
+        code = call.answer.get("ErrorCode") if isinstance(call.answer, dict) else None
+        if code != want.error_code:
+            call.problems.append(f"ErrorCode {code!r}, expected {want.error_code}")
         got = [d["category"] for d in call.deliveries]
-        if got != ([want.category] if want.category else []):
+        if got != want.categories:
             call.problems.append(f"published to {got or 'no topic'}, "
-                                 f"expected {want.category or 'none'}")
-    for name in sorted(set(expected) - {c.name for c in calls}):
-        problems.append(f"{name}: in events/README.md but there is no events/{name}.json")
+                                 f"expected {want.categories or 'none'}")
+        if len(call.forwarded) != want.upstream:
+            call.problems.append(f"the upstream received {len(call.forwarded)} requests, "
+                                 f"expected {want.upstream}")
+        check_forwarded(call)
+        if bool(call.records) != want.publish_failed or len(call.records) > 1:
+            call.problems.append(f"{len(call.records)} publish_failed records, expected "
+                                 f"{int(want.publish_failed)}")
+        answered = [r for r in call.forwarded if r.action == "answered"]
+        if passes_on(want):
+            if not answered:
+                call.problems.append("the upstream gave no answer to pass on")
+            elif (call.status, call.answer_bytes, call.answer_type) != \
+                    (answered[-1].status, answered[-1].answer, UPSTREAM_CONTENT_TYPE):
+                call.problems.append(f"Chat did not get the upstream's answer unchanged: "
+                                     f"{call.status} {call.answer_type} {call.answer_bytes!r}")
+        elif call.status == 200 and call.answer_bytes != ACKNOWLEDGEMENT.encode():
+            call.problems.append(f"200 without Chat's exact acknowledgement: "
+                                 f"{call.answer_bytes[:80]!r}")
+    for name in expected:
+        if not (EVENTS_DIR / f"{name}.json").is_file():
+            problems.append(f"{name}: in events/README.md but there is no events/{name}.json")
     return problems
 
 
+# --- the table -------------------------------------------------------------------------------
+
+def where_it_went(call: Call) -> str:
+    parts = [f"topic {d['category']}" for d in call.deliveries]
+    if call.forwarded:
+        actions = [r.action for r in call.forwarded]
+        count = f" ×{len(actions)}" if len(actions) > 1 else ""
+        how = {"answered": "", "closed": ", closed unanswered",
+               "late": ", too slow"}.get(actions[-1], f", {actions[-1]}")
+        if set(actions) == {"closed"} or len(set(actions)) == 1:
+            parts.append(f"upstream{count}{how}")
+        else:
+            parts.append(f"upstream{count} ({', '.join(actions)})")
+    if call.records:
+        parts.append("publish_failed record")
+    return " + ".join(parts) or "-"
+
+
 def answer_text(call: Call) -> str:
+    text = call.answer_bytes.decode(errors="replace")
+    if call.expected and passes_on(call.expected):
+        return f"{text}  (the upstream's)"
+    if text == ACKNOWLEDGEMENT:
+        passed = [r for r in call.forwarded if r.action == "answered"]
+        suffix = (f"; the upstream's {passed[-1].answer.decode()} not passed on"
+                  if passed else "")
+        return f"OK (the function's acknowledgement{suffix})"
     if isinstance(call.answer, dict):
-        status = call.answer.get("ActionStatus", "?")
-        if status == "OK":
-            return "OK"
-        return f"{status} {call.answer.get('ErrorCode')}: {call.answer.get('ErrorInfo', '')}"
-    return f"(not JSON) {call.answer[:60]}"
+        return f"{call.answer.get('ActionStatus')} {call.answer.get('ErrorCode')}: " \
+               f"{call.answer.get('ErrorInfo', '')}"
+    return f"(not JSON) {text[:60]}"
 
 
 def print_table(calls: list[Call]) -> None:
-    """One row per event, and under it the message attributes each delivered message had."""
-    width_name = max(len(c.name) for c in calls) + len(".json")
-    header = (f"{'event file':<{width_name}}  status  {'ms':>6}  {'topic (category)':<16}  "
-              "answer: ActionStatus [ErrorCode: ErrorInfo]")
+    """One row per event: its answer, where it went, and under it anything that differs."""
+    width_name = max(len(c.name) for c in calls)
+    width_where = max(len(where_it_went(c)) for c in calls)
+    header = (f"{'event':<{width_name}}  cfg  status  ErrorCode  {'ms':>6}  "
+              f"{'where it went':<{width_where}}  answer as Chat got it")
     say(header)
-    say("-" * len(header))
+    say("-" * min(len(header) + 60, 200))
     for call in calls:
-        topic = ",".join(d["category"] for d in call.deliveries) or "-"
-        mark = "" if not call.problems else "   <-- MISMATCH"
-        say(f"{call.name + '.json':<{width_name}}  {call.status:>6}  {call.millis:6.1f}  "
-            f"{topic:<16}  {answer_text(call)[:140]}{mark}")
+        code = call.answer.get("ErrorCode", "?") if isinstance(call.answer, dict) else "?"
+        mark = "   <-- MISMATCH" if call.problems else ""
+        say(f"{call.name:<{width_name}}  {call.config:<3}  {call.status:>6}  {code!s:>9}  "
+            f"{call.millis:6.1f}  {where_it_went(call):<{width_where}}  "
+            f"{answer_text(call)[:150]}{mark}")
+        for record in call.records:
+            say(f"{'':<{width_name}}     publish_failed record: topicArn {record.get('topicArn')}"
+                f", error: {str(record.get('error'))[:110]}")
+        for problem in call.problems:
+            say(f"{'':<{width_name}}     !! {problem}")
+
+
+def print_deliveries(calls: list[Call]) -> None:
+    """The message attributes each delivered message had (for subscription filter policies)."""
+    for call in calls:
         for delivery in call.deliveries:
-            attrs = []
             received = delivery["attributes"]
             order = [n for n in ATTRIBUTE_ORDER if n in received] + \
                 sorted(n for n in received if n not in ATTRIBUTE_ORDER)
-            for name, value in ((n, received[n]) for n in order):
-                shown = value.get("Value", "")
+            attrs = []
+            for name in order:
+                shown = received[name].get("Value", "")
                 if name == "dedupKey":
                     shown = shown[:12] + "..."
-                suffix = "(N)" if value.get("Type") == "Number" else ""
+                suffix = "(N)" if received[name].get("Type") == "Number" else ""
                 attrs.append(f"{name}{suffix}={shown}")
-            say(f"{'':<{width_name}}    attributes: {' '.join(attrs)}")
-        for problem in call.problems:
-            say(f"{'':<{width_name}}    !! {problem}")
+            say(f"  {call.name}: {' '.join(attrs)}")
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -577,12 +945,21 @@ def print_table(calls: list[Call]) -> None:
 def main() -> int:
     started = time.monotonic()
     WORK_DIR.mkdir(exist_ok=True)
-    expected = load_expectations()
+    for old in [*WORK_DIR.glob("watch*.log"), *WORK_DIR.glob("function*.env"),
+                WORK_DIR / "upstream.log"]:
+        old.unlink(missing_ok=True)
+    try:
+        expected = load_expectations()
+    except RuntimeError as e:
+        say(f"ERROR: {e}")
+        return 1
     calls = in_table_order(load_events(), expected)
     if not calls:
         say("no events in events/")
         return 1
+    configs = sorted({c.config for c in calls})
     children = Children()
+    upstream: Upstream | None = None
 
     # Turn SIGTERM / SIGHUP (e.g. make being stopped) into an exception, so the `finally`
     # below stops the servers just as it does on Ctrl-C (KeyboardInterrupt).
@@ -601,39 +978,82 @@ def main() -> int:
         for category in CATEGORIES:
             say(f"   {wiring[category]['topic_arn']}")
 
-        say("3. starting the function under cargo lambda watch (the first build can take minutes)")
-        proc, function_url = start_function(children, moto_url, wiring)
-        say(f"   function URL {function_url}  (log: {(WORK_DIR / 'watch.log').relative_to(ROOT)})")
-        ready_after = wait_until_function_answers(proc, function_url)
-        say(f"   the function answered after {ready_after:.1f} s")
+        say("3. starting the local upstream (the app's existing callback backend)")
+        upstream = Upstream(WORK_DIR / "upstream.log")
+        upstream.start()
+        say(f"   upstream at {upstream.url}  (log: .local-run/upstream.log)")
 
-        say(f"4. POSTing {len(calls)} events the way Chat calls (signed with the local token)")
+        say(f"4. starting the function under cargo lambda watch, configuration "
+            f"{' and '.join(configs)} (the first build can take minutes)")
+        functions = {}
+        for config in configs:
+            env = function_environment(config, moto_url, wiring, upstream.url)
+            functions[config] = start_function(children, config, env)
+            extra = " ".join(f"{k}={v}" for k, v in CONFIGS[config].items()) or "defaults"
+            say(f"   {config} ({extra}): {functions[config].url}  "
+                f"(log: {functions[config].log.relative_to(ROOT)})")
+        for config in configs:
+            ready_after = wait_until_function_answers(functions[config])
+            say(f"   {config} answered after {ready_after:.1f} s")
+        build_s = time.monotonic() - started
+
+        say(f"5. POSTing {len(calls)} events the way Chat calls (signed with the local token)")
+        deliveries: list[dict] | None = None
+        sns = aws_client("sns", moto_url)
         for call in calls:
-            post_event(function_url, call)
+            condition = call.expected.condition if call.expected else None
+            if condition and deliveries is None:
+                say("   draining the queues before SNS is made to fail")
+                deliveries = drain_queues(moto_url, wiring)
+            if condition == ("stop_sns", "") and any(n == "moto" for n, _ in children.started):
+                say("   stopping moto: SNS is unreachable from here on")
+                children.stop("moto")
+            elif condition and condition[0] == "delete_topic":
+                arn = wiring[condition[1]]["topic_arn"]
+                if arn in {t["TopicArn"] for t in sns.list_topics()["Topics"]}:
+                    say(f"   deleting {arn}")
+                    sns.delete_topic(TopicArn=arn)
+            before = upstream.count()
+            post_event(functions[call.config], call)
+            call.forwarded = upstream.since(before)
+        if deliveries is None:
+            deliveries = drain_queues(moto_url, wiring)
 
-        say("5. draining the queues")
-        deliveries = drain_queues(moto_url, wiring)
+        say("6. reading back what was published, forwarded and logged")
+        if any(c.expected and c.expected.publish_failed for c in calls):
+            time.sleep(0.5)  # the log lines of the last calls
+            deadline = time.monotonic() + RECORD_WAIT_S
+            while time.monotonic() < deadline and sum(
+                    len(publish_failed_records(f.log)) for f in functions.values()) < sum(
+                    1 for c in calls if c.expected and c.expected.publish_failed):
+                time.sleep(0.2)
         orphans = attach_deliveries(calls, deliveries)
+        orphans += attach_records(calls, functions, wiring)
         problems = orphans + compare_with_expectations(calls, expected)
 
         say("")
         print_table(calls)
         say("")
+        say("Message attributes of the published messages:")
+        print_deliveries(calls)
+        say("")
         bad = [c for c in calls if c.problems]
         for problem in problems:
             say(f"!! {problem}")
         elapsed = time.monotonic() - started
+        forwarded = sum(len(c.forwarded) for c in calls)
         if bad or problems:
             say(f"FAILED: {len(bad)} of {len(calls)} events differ from events/README.md "
-                f"({len(deliveries)} messages published; {elapsed:.1f} s). "
-                f"Function log: {(WORK_DIR / 'watch.log').relative_to(ROOT)}")
-            # The function's own error lines (a publish_failed record, say) explain most.
-            for line in tail(WORK_DIR / "watch.log", 400):
-                if '"level":"ERROR"' in line:
-                    say(f"   log: {line[:300]}")
+                f"({len(deliveries)} messages published, {forwarded} requests to the "
+                f"upstream; {elapsed:.1f} s). Function logs: .local-run/watch-*.log")
+            for function in functions.values():
+                for line in tail(function.log, 400):
+                    if '"level":"ERROR"' in line and '"publish_failed"' not in line:
+                        say(f"   log {function.config}: {line[:300]}")
             return 1
-        say(f"OK: all {len(calls)} events as expected, {len(deliveries)} messages published "
-            f"(build/start {ready_after:.1f} s, total {elapsed:.1f} s)")
+        say(f"OK: all {len(calls)} events as expected: {len(deliveries)} messages published, "
+            f"{forwarded} requests to the upstream, each as sent "
+            f"(build/start {build_s:.1f} s, total {elapsed:.1f} s)")
         return 0
     except (RuntimeError, OSError) as e:
         say(f"ERROR: {e}")
@@ -642,10 +1062,12 @@ def main() -> int:
         say("interrupted")
         return 130
     finally:
-        say("6. stopping cargo lambda watch and moto")
+        say("7. stopping cargo lambda watch, the upstream and moto")
         # Ctrl-C twice must not leave the servers running.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         children.stop_all()
+        if upstream is not None:
+            upstream.stop()
 
 
 if __name__ == "__main__":
