@@ -14,7 +14,7 @@ use im_exception_webhook::republish;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use support::fault_proxy::{FaultProxy, Mode};
+use support::fault_proxy::{Arrival, Fault, FaultProxy, Kill, Met, Mode};
 use support::world::Delivery;
 use support::{Call, Logs, World, callback, invoke, replay_bin};
 
@@ -33,6 +33,8 @@ struct Faulty {
     /// The function's configuration, which the replay binary is given too.
     env: HashMap<String, String>,
     app: &'static LambdaApp,
+    /// The function's publish deadline.
+    timeout: Duration,
 }
 
 impl Faulty {
@@ -46,14 +48,24 @@ impl Faulty {
 
     async fn new(world: World, mode: Mode) -> Faulty {
         let proxy = FaultProxy::start(&world.endpoint, mode).await;
+        Faulty::with(world, proxy, Some(PUBLISH_TIMEOUT_MS)).await
+    }
+
+    /// The function on `world`'s topics through `proxy`, with `PUBLISH_TIMEOUT_MS` set to
+    /// `timeout_ms`, or left unset (the default, 1,500 ms).
+    async fn with(world: World, proxy: FaultProxy, timeout_ms: Option<u64>) -> Faulty {
         let mut env = world.env();
-        env.insert("PUBLISH_TIMEOUT_MS".into(), PUBLISH_TIMEOUT_MS.to_string());
+        if let Some(ms) = timeout_ms {
+            env.insert("PUBLISH_TIMEOUT_MS".into(), ms.to_string());
+        }
         let app = support::function(&env, &proxy.url()).await;
+        let timeout = app.config.publish_timeout;
         Faulty {
             world,
             proxy,
             env,
             app,
+            timeout,
         }
     }
 
@@ -67,7 +79,7 @@ impl Faulty {
 
         answer.assert_fail(503);
         assert_eq!(answer.json()["ErrorCode"], 5030);
-        let limit = Duration::from_millis(PUBLISH_TIMEOUT_MS) + MARGIN;
+        let limit = self.timeout + MARGIN;
         assert!(
             elapsed < limit,
             "answered after {elapsed:?}, limit {limit:?}"
@@ -428,4 +440,338 @@ async fn a_callback_with_line_breaks_is_recorded_on_one_line_and_replayed_from_c
     run.assert_summary(1, 0);
     let delivery = f.world.only_delivery(Category::FrequencyLimit).await;
     assert_eq!(delivery.envelope()["callback"], body);
+}
+
+// The retry rules, from outside: a fast failure of one attempt is retried at once and the
+// callback answered 200; one attempt never takes the whole deadline; a fault that lasts ends in
+// 503 and the record, before the deadline. These run with the default PUBLISH_TIMEOUT_MS (the
+// rules are stated for it) and print what they measured; the only timing they assert is a
+// deadline with a margin and a generous bound on the gap before a retry. The rule that the
+// first retry starts within 50 ms is proven on tokio's paused clock (src/retry.rs).
+
+/// A generous bound on the gap between a failed attempt and its retry as the proxy sees them.
+const RETRY_GAP_BOUND: Duration = Duration::from_millis(500);
+
+impl Faulty {
+    /// The function with the default deadline, through a proxy in `mode`, on the caller's
+    /// runtime or (`detached`) on a thread of its own.
+    async fn default_deadline(test: &str, mode: Mode, detached: bool) -> Faulty {
+        let world = World::standard(test).await;
+        let proxy = if detached {
+            FaultProxy::start_detached(&world.endpoint, mode).await
+        } else {
+            FaultProxy::start(&world.endpoint, mode).await
+        };
+        let f = Faulty::with(world, proxy, None).await;
+        assert_eq!(
+            f.timeout,
+            Duration::from_millis(1500),
+            "the default deadline"
+        );
+        f
+    }
+
+    /// Sends `body` as Chat does through a fault SNS recovers from: 200 with the
+    /// acknowledgement within the deadline plus the margin, delivered once to `category`'s
+    /// queue (and nowhere else), and no `publish_failed` record. Returns when the call began and
+    /// how long its answer took.
+    async fn recovers(&self, logs: &Logs, body: &Value, category: Category) -> (Instant, Duration) {
+        let started = Instant::now();
+        let answer = invoke(self.app, &Call::chat(body.to_string()).http_api()).await;
+        let elapsed = started.elapsed();
+        answer.assert_acknowledged();
+        let limit = self.timeout + MARGIN;
+        assert!(
+            elapsed < limit,
+            "answered after {elapsed:?}, limit {limit:?}"
+        );
+        assert!(
+            logs.events("publish_failed").is_empty(),
+            "no record for a callback answered 200:\n{}",
+            logs.text()
+        );
+        let delivery = self.world.only_delivery(category).await;
+        assert_eq!(delivery.envelope()["callback"], *body);
+        assert_eq!(
+            delivery.notification["TopicArn"],
+            self.world.topic(category).topic_arn.as_str()
+        );
+        (started, elapsed)
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// One line of the closing note: what a fault cost.
+fn report(fault: &str, answer: &str, elapsed: Duration, gap: &str, arrivals: &[Arrival]) {
+    let met: Vec<String> = arrivals
+        .iter()
+        .map(|a| format!("{:?}@conn{}", a.met, a.connection))
+        .collect();
+    eprintln!(
+        "retry timing | {fault} | answer {answer} in {} | retry gap {gap} | {} requests: {}",
+        ms(elapsed),
+        arrivals.len(),
+        met.join(", ")
+    );
+}
+
+/// `fault` for the first attempt only, then a healthy SNS: the retry comes at once and the
+/// callback is answered 200.
+async fn fast_fault_once_then_healthy(test: &str, fault: Fault) {
+    let f = Faulty::default_deadline(test, Mode::PassThrough, false).await;
+    let body = callback(json!(10023), GROUP);
+    let (logs, _guard) = Logs::capture();
+
+    f.proxy.fault_next(1, fault);
+    let (_, elapsed) = f.recovers(&logs, &body, Category::FrequencyLimit).await;
+    let arrivals = f.proxy.arrivals();
+    assert_eq!(
+        arrivals.len(),
+        2,
+        "one failed attempt, one retry: {arrivals:#?}"
+    );
+    assert_eq!(arrivals[0].met, Met::Fault(fault));
+    assert_eq!(arrivals[1].met, Met::Mode(Mode::PassThrough));
+    assert_eq!(f.proxy.forwarded(), 1);
+    let gap = arrivals[1].at - arrivals[0].at;
+    report(test, "200", elapsed, &ms(gap), &arrivals);
+    assert!(
+        gap < RETRY_GAP_BOUND,
+        "the retry came {gap:?} after the failure"
+    );
+}
+
+#[tokio::test]
+async fn a_500_once_is_retried_at_once_and_the_callback_answered_200() {
+    fast_fault_once_then_healthy("500-once", Fault::ServerError).await;
+}
+
+#[tokio::test]
+async fn throttling_once_is_retried_at_once_and_the_callback_answered_200() {
+    fast_fault_once_then_healthy("throttling-once", Fault::Throttling).await;
+}
+
+#[tokio::test]
+async fn a_reset_connection_once_is_retried_at_once_and_the_callback_answered_200() {
+    fast_fault_once_then_healthy("reset-once", Fault::Reset).await;
+}
+
+/// `AttemptFails` of /proc/net/snmp: connection attempts refused (SYN-SENT to CLOSED), counted
+/// for the whole network namespace; `None` where there is no such file.
+fn refused_attempts() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next()?, tcp.next()?);
+    let at = names.split_whitespace().position(|n| n == "AttemptFails")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_refused_connection_once_is_retried_at_once_and_the_callback_answered_200() {
+    let f = Faulty::default_deadline("refused-once", Mode::PassThrough, false).await;
+    let body = callback(json!(10023), GROUP);
+    let (logs, _guard) = Logs::capture();
+
+    let refused_before = refused_attempts();
+    f.proxy.refuse_next_attempt().await;
+    let (started, elapsed) = f.recovers(&logs, &body, Category::FrequencyLimit).await;
+    let refused = refused_attempts()
+        .zip(refused_before)
+        .map(|(after, before)| after - before);
+    let arrivals = f.proxy.arrivals();
+    // A refused connection never reaches the proxy's HTTP side: only the retry arrived.
+    assert_eq!(arrivals.len(), 1, "{arrivals:#?}");
+    assert_eq!(arrivals[0].met, Met::Mode(Mode::PassThrough));
+    let reopened = f.proxy.reopened();
+    assert_eq!(reopened.len(), 1);
+    assert!(
+        reopened[0] <= arrivals[0].at,
+        "the request came once the port was open"
+    );
+    if let Some(refused) = refused {
+        assert!(refused >= 1, "a connection attempt was refused meanwhile");
+    }
+    // The refused attempt began after `started`: the gap is at most this.
+    let gap = arrivals[0].at - started;
+    report(
+        "refused-once",
+        "200",
+        elapsed,
+        &format!(
+            "<= {} (the call's start to the retry's arrival; {} after the port reopened; \
+             refused connection attempts in the namespace meanwhile: {})",
+            ms(gap),
+            ms(arrivals[0].at - reopened[0]),
+            refused.map_or("unknown".into(), |r| r.to_string())
+        ),
+        &arrivals,
+    );
+    assert!(
+        gap < RETRY_GAP_BOUND,
+        "the retry came {gap:?} after the call began"
+    );
+}
+
+/// A first publish leaves its keep-alive connection in the SDK's pool; the proxy then kills it
+/// with `kill` (while the function's runtime is blocked, as Lambda freezes it between
+/// invocations, when `frozen`), and the next callback's publish meets the dead connection.
+async fn after_a_pooled_connection_died(test: &str, kill: Kill, frozen: bool) {
+    let f = Faulty::default_deadline(test, Mode::KeepAlive, frozen).await;
+    let first = callback(json!(10023), GROUP);
+    let (logs, _guard) = Logs::capture();
+    f.recovers(&logs, &first, Category::FrequencyLimit).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f.proxy.idle_connections() == 0 {
+        assert!(Instant::now() < deadline, "the SDK pools the connection");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let killed = if frozen {
+        f.proxy.kill_idle_frozen(kill)
+    } else {
+        f.proxy.kill_idle(kill).await
+    };
+    assert_eq!(killed, 1, "the one pooled connection");
+
+    let mut second = first.clone();
+    second["Random"] = json!(2);
+    let (_, elapsed) = f.recovers(&logs, &second, Category::FrequencyLimit).await;
+    let arrivals = f.proxy.arrivals();
+    let pooled = arrivals[0].connection;
+    let last = arrivals.last().unwrap();
+    assert_eq!(last.met, Met::Mode(Mode::KeepAlive));
+    assert!(
+        last.connection != pooled && !last.reused,
+        "the publish went out on a new connection: {arrivals:#?}"
+    );
+    let dead: Vec<&Arrival> = arrivals
+        .iter()
+        .filter(|a| a.met == Met::DeadConnection)
+        .collect();
+    if kill == Kill::ResetOnUse {
+        assert_eq!(
+            dead.len(),
+            1,
+            "the publish met the dead connection: {arrivals:#?}"
+        );
+    }
+    assert_eq!(f.proxy.forwarded(), 2);
+    let gap = match dead.first() {
+        Some(d) => ms(last.at - d.at),
+        None => "none seen (the request never reached the dead connection's far end)".into(),
+    };
+    report(test, "200", elapsed, &gap, &arrivals);
+    if let Some(d) = dead.first() {
+        assert!(last.at - d.at < RETRY_GAP_BOUND);
+    }
+}
+
+#[tokio::test]
+async fn a_pooled_connection_reset_on_its_next_use_is_retried_and_the_callback_answered_200() {
+    after_a_pooled_connection_died("pooled-reset-on-use", Kill::ResetOnUse, false).await;
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_while_frozen_is_replaced_and_the_callback_answered_200() {
+    after_a_pooled_connection_died("pooled-closed-frozen", Kill::Close, true).await;
+}
+
+#[tokio::test]
+async fn a_pooled_connection_reset_while_frozen_is_replaced_and_the_callback_answered_200() {
+    after_a_pooled_connection_died("pooled-reset-frozen", Kill::Reset, true).await;
+}
+
+#[tokio::test]
+async fn one_stalled_attempt_then_a_healthy_sns_gives_200_within_the_default_deadline() {
+    let f = Faulty::default_deadline("stall-once", Mode::PassThrough, false).await;
+    let body = callback(json!(10017), GROUP);
+    let (logs, _guard) = Logs::capture();
+
+    f.proxy.fault_next(1, Fault::Stall);
+    let (_, elapsed) = f.recovers(&logs, &body, Category::MutedSender).await;
+    let arrivals = f.proxy.arrivals();
+    assert_eq!(arrivals.len(), 2, "{arrivals:#?}");
+    assert_eq!(arrivals[0].met, Met::Fault(Fault::Stall));
+    assert_eq!(arrivals[1].met, Met::Mode(Mode::PassThrough));
+    let gap = arrivals[1].at - arrivals[0].at;
+    report("stall-once", "200", elapsed, &ms(gap), &arrivals);
+    // The stalled attempt was abandoned with room left for the retry.
+    assert!(
+        gap < f.timeout,
+        "the retry came {gap:?} after the stalled attempt"
+    );
+}
+
+#[tokio::test]
+async fn two_stalled_attempts_give_503_and_the_record_by_the_default_deadline() {
+    let f = Faulty::default_deadline("stall-twice", Mode::PassThrough, false).await;
+    let body = callback(json!(10017), GROUP);
+    let (logs, _guard) = Logs::capture();
+
+    f.proxy.fault_next(2, Fault::Stall);
+    let started = Instant::now();
+    let record = f.fails(&logs, &body, Category::MutedSender).await;
+    let elapsed = started.elapsed();
+    let arrivals = f.proxy.arrivals();
+    assert_eq!(
+        f.proxy.count(Met::Fault(Fault::Stall)),
+        2,
+        "two attempts, both stalled: {arrivals:#?}"
+    );
+    assert_eq!(arrivals.len(), 2, "no third attempt fits: {arrivals:#?}");
+    let error = record["error"].as_str().unwrap();
+    assert!(error.contains("2 attempts"), "{error}");
+    f.world.assert_nothing_published().await;
+    report(
+        "stall-twice",
+        "503",
+        elapsed,
+        &ms(arrivals[1].at - arrivals[0].at),
+        &arrivals,
+    );
+}
+
+/// A fast fault that lasts: 503 and the record before the default deadline (plus the margin),
+/// after several attempts, each of which the proxy counts.
+async fn a_lasting_fast_fault(test: &str, mode: Mode, fault: Option<Fault>) {
+    let f = Faulty::default_deadline(test, mode, false).await;
+    let body = callback(json!(80001), GROUP);
+    let (logs, _guard) = Logs::capture();
+
+    if let Some(fault) = fault {
+        f.proxy.fault_next(usize::MAX, fault);
+    }
+    let started = Instant::now();
+    let record = f.fails(&logs, &body, Category::ContentFilter).await;
+    let elapsed = started.elapsed();
+    let arrivals = f.proxy.arrivals();
+    let attempts = arrivals.len();
+    assert!(
+        attempts >= 5,
+        "several attempts within the deadline: {arrivals:#?}"
+    );
+    let error = record["error"].as_str().unwrap();
+    assert!(error.contains(&format!("{attempts} attempts")), "{error}");
+    f.world.assert_nothing_published().await;
+    let gaps: Vec<String> = arrivals
+        .windows(2)
+        .map(|w| format!("{:.0}", (w[1].at - w[0].at).as_secs_f64() * 1000.0))
+        .collect();
+    eprintln!(
+        "retry timing | {test} | answer 503 in {} | {attempts} attempts, gaps in ms: {}",
+        ms(elapsed),
+        gaps.join(" ")
+    );
+}
+
+#[tokio::test]
+async fn a_lasting_500_gives_503_and_the_record_after_several_attempts_by_the_deadline() {
+    a_lasting_fast_fault("lasting-500", Mode::ServerError, None).await;
+}
+
+#[tokio::test]
+async fn lasting_resets_give_503_and_the_record_after_several_attempts_by_the_deadline() {
+    a_lasting_fast_fault("lasting-reset", Mode::PassThrough, Some(Fault::Reset)).await;
 }
