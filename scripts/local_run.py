@@ -469,43 +469,57 @@ def probe(function_url: str) -> tuple[int, str]:
         return e.code, e.read().decode(errors="replace")
 
 
-def wait_until_function_answers(function: Function) -> float:
-    """Waits for the function's first answer, printing build progress, up to BUILD_TIMEOUT_S.
-    The probe runs in a daemon thread so that this loop stays responsive to Ctrl-C and
-    notices cargo lambda dying."""
+def wait_until_functions_answer(functions: list[Function]) -> dict[str, float]:
+    """Waits for each function's first answer, printing build progress, up to BUILD_TIMEOUT_S.
+    All are probed at once, so that one build (the first `cargo run` takes cargo's lock, the
+    others wait for it and find the binary fresh) serves them all. The probes run in daemon
+    threads so that this loop stays responsive to Ctrl-C and notices cargo lambda dying.
+    Returns the seconds each took."""
     started = time.monotonic()
-    log = function.log
     next_progress = started + PROGRESS_EVERY_S
-    attempt: dict | None = None
-    while True:
+    attempts: dict[str, dict | None] = {f.config: None for f in functions}
+    ready: dict[str, float] = {}
+    while len(ready) < len(functions):
         elapsed = time.monotonic() - started
+        waiting = [f for f in functions if f.config not in ready]
         if elapsed > BUILD_TIMEOUT_S:
-            raise RuntimeError(f"function {function.config} did not answer within "
-                               f"{BUILD_TIMEOUT_S} s; see {log.relative_to(ROOT)}")
-        if function.proc.poll() is not None:
-            raise RuntimeError(f"cargo lambda watch ({function.config}) exited "
-                               f"({function.proc.returncode}): " + " | ".join(tail(log, 10)))
-        if attempt is None:
-            attempt = {}
-            threading.Thread(target=run_probe, args=(function.url, attempt),
-                             daemon=True).start()
-        if "error" in attempt:
-            # cargo lambda may refuse a connection for a moment after starting.
-            attempt = None
-            time.sleep(0.5)
-            continue
-        if "response" in attempt:
-            status, body = attempt["response"]
-            if '"ActionStatus"' in body:
-                return elapsed
-            # cargo lambda's own error (a build failure, the function exiting at start).
-            raise RuntimeError(f"function {function.config} did not start: HTTP {status} "
-                               f"{body[:300]} | {' | '.join(tail(log, 10))}")
+            raise RuntimeError(f"function {waiting[0].config} did not answer within "
+                               f"{BUILD_TIMEOUT_S} s; see {waiting[0].log.relative_to(ROOT)}")
+        for function in waiting:
+            log, attempt = function.log, attempts[function.config]
+            if function.proc.poll() is not None:
+                raise RuntimeError(f"cargo lambda watch ({function.config}) exited "
+                                   f"({function.proc.returncode}): " + " | ".join(tail(log, 10)))
+            if attempt is None:
+                attempts[function.config] = attempt = {}
+                threading.Thread(target=run_probe, args=(function.url, attempt),
+                                 daemon=True).start()
+            if "error" in attempt:
+                # cargo lambda may refuse a connection for a moment after starting.
+                attempts[function.config] = None
+            elif "response" in attempt:
+                status, body = attempt["response"]
+                if '"ActionStatus"' not in body:
+                    # cargo lambda's own error (a build failure, the function exiting at start).
+                    raise RuntimeError(f"function {function.config} did not start: HTTP "
+                                       f"{status} {body[:300]} | {' | '.join(tail(log, 10))}")
+                ready[function.config] = elapsed
+                say(f"   {function.config} answered after {elapsed:.1f} s")
         if time.monotonic() >= next_progress:
-            last = tail(log, 1)
+            last = tail(waiting[0].log, 1)
             say(f"    ... {elapsed:4.0f} s  {last[0][:100] if last else '(no output yet)'}")
             next_progress += PROGRESS_EVERY_S
         time.sleep(0.2)
+    return ready
+
+
+def builds(log: Path) -> int:
+    """How many times cargo compiled the function for this instance."""
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return 0
+    return len(re.findall(r"Compiling im-exception-webhook ", text))
 
 
 def run_probe(function_url: str, result: dict) -> None:
@@ -992,10 +1006,11 @@ def main() -> int:
             extra = " ".join(f"{k}={v}" for k, v in CONFIGS[config].items()) or "defaults"
             say(f"   {config} ({extra}): {functions[config].url}  "
                 f"(log: {functions[config].log.relative_to(ROOT)})")
-        for config in configs:
-            ready_after = wait_until_function_answers(functions[config])
-            say(f"   {config} answered after {ready_after:.1f} s")
+        wait_until_functions_answer(list(functions.values()))
         build_s = time.monotonic() - started
+        if sum(1 for f in functions.values() if builds(f.log)) > 1:
+            say("   !! the function was compiled more than once: src/ changed while it was "
+                "built, so the configurations may run different code")
 
         say(f"5. POSTing {len(calls)} events the way Chat calls (signed with the local token)")
         deliveries: list[dict] | None = None
