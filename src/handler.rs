@@ -57,13 +57,28 @@ pub fn service<P: Publisher, F: Forwarder>(
     app: &'static App<P, F>,
 ) -> impl lambda_http::Service<
     Request,
-    Response = Response<Body>,
+    Response = AsBuilt,
     Error = Infallible,
-    Future = impl Future<Output = Result<Response<Body>, Infallible>> + Send,
+    Future = impl Future<Output = Result<AsBuilt, Infallible>> + Send,
 > + Clone
 + Send
 + 'static {
-    lambda_http::service_fn(move |request: Request| async move { Ok(handle(app, request).await) })
+    lambda_http::service_fn(move |request: Request| async move {
+        Ok(AsBuilt(handle(app, request).await))
+    })
+}
+
+/// A response exactly as built. lambda_http's own conversion of a `Response` re-encodes a
+/// text body from its declared charset into UTF-8 (and drops a byte-order mark), which would
+/// change an upstream's answer on its way to Chat; here a body goes out as it is: text when it
+/// is UTF-8, otherwise bytes (base64 to API Gateway, which decodes them).
+#[derive(Debug)]
+pub struct AsBuilt(pub Response<Body>);
+
+impl lambda_http::IntoResponse for AsBuilt {
+    fn into_response(self) -> std::pin::Pin<Box<dyn Future<Output = Response<Body>> + Send>> {
+        Box::pin(std::future::ready(self.0))
+    }
 }
 
 /// The fields of a callback's log line; absent ones are left out. One line per callback, and

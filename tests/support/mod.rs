@@ -23,8 +23,12 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+// Not every test binary uses each of these.
+#[allow(unused_imports)]
 pub use events::Call;
+#[allow(unused_imports)]
 pub use logs::Logs;
+#[allow(unused_imports)]
 pub use world::World;
 
 pub const SDK_APP_ID: &str = "1400000000";
