@@ -41,6 +41,10 @@ fn lambda_env(runtime_api: &str, sns: &str) -> Vec<(&'static str, String)> {
 
 struct Bootstrap {
     child: Child,
+    /// Every line of standard output and standard error, in the order read.
+    output: Arc<Mutex<Vec<String>>>,
+    /// The lines of standard output alone: what Lambda sends to CloudWatch Logs as the
+    /// function's log events (and the subscription filter reads).
     stdout: Arc<Mutex<Vec<String>>>,
 }
 
@@ -54,23 +58,39 @@ impl Bootstrap {
             .kill_on_drop(true)
             .spawn()
             .expect("start the bootstrap");
+        let output = Arc::new(Mutex::new(Vec::new()));
         let stdout = Arc::new(Mutex::new(Vec::new()));
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-            Box::new(child.stderr.take().unwrap()),
+        for (pipe, only) in [
+            (
+                Box::new(child.stdout.take().unwrap())
+                    as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                Some(stdout.clone()),
+            ),
+            (Box::new(child.stderr.take().unwrap()), None),
         ] {
-            let lines = stdout.clone();
+            let lines = output.clone();
             tokio::spawn(async move {
                 let mut reader = BufReader::new(pipe).lines();
                 while let Ok(Some(line)) = reader.next_line().await {
+                    if let Some(only) = &only {
+                        only.lock().unwrap().push(line.clone());
+                    }
                     lines.lock().unwrap().push(line);
                 }
             });
         }
-        Bootstrap { child, stdout }
+        Bootstrap {
+            child,
+            output,
+            stdout,
+        }
     }
 
     fn lines(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
+    }
+
+    fn stdout_lines(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
 }
@@ -214,5 +234,192 @@ async fn a_missing_or_malformed_variable_stops_the_cold_start_naming_it() {
         assert_eq!(lines.len(), 1, "{lines:#?}");
         assert!(lines[0].contains(variable), "{lines:#?}");
         assert!(lines[0].contains("configuration error"), "{lines:#?}");
+    }
+}
+
+/// A frequency-limit exception (its topic is configured) and an unclassified one (no topic:
+/// `lambda_env` leaves TOPIC_ARN_UNCLASSIFIED unset, so its log line is where it is kept).
+const FREQUENCY_LIMIT: &str = r#"{"CallbackCommand":"Group.CallbackSendMsgException","GroupId":"@TGS#2J4SZEAEL","From_Account":"jared","Random":7,"ErrorCode":"10023","EventTime":"1670574414123"}"#;
+const UNCLASSIFIED: &str = r#"{"CallbackCommand":"Group.CallbackSendMsgException","GroupId":"@TGS#2J4SZEAEL","From_Account":"jared","Random":8,"ErrorCode":12345,"EventTime":"1670574414124"}"#;
+
+/// What one run of the bootstrap under a log configuration wrote to standard output, after
+/// another command (an INFO line), the frequency-limit exception with SNS unreachable (503)
+/// and the unclassified one (200).
+async fn stdout_under(format: Option<&str>, level: Option<&str>) -> Vec<String> {
+    let mut api = RuntimeApi::start().await;
+    let mut env = lambda_env(&api.addr.to_string(), &closed_port());
+    env.retain(|(k, _)| *k != "AWS_LAMBDA_LOG_FORMAT");
+    if let Some(format) = format {
+        env.push(("AWS_LAMBDA_LOG_FORMAT", format.into()));
+    }
+    if let Some(level) = level {
+        env.push(("AWS_LAMBDA_LOG_LEVEL", level.into()));
+    }
+    let bootstrap = Bootstrap::spawn(&env);
+
+    let other = signed("SdkAppid=1400000000&CallbackCommand=Group.CallbackAfterSendMsg");
+    let id = api.invoke(&http_api_event("POST", &other, "{}"));
+    assert_eq!(response_for(&mut api, &id).await.0, 200);
+    let id = api.invoke(&http_api_event("POST", &signed(QUERY), FREQUENCY_LIMIT));
+    let (status, body) = response_for(&mut api, &id).await;
+    assert_eq!((status, &body["ErrorCode"]), (503, &json!(5030)), "{body}");
+    let id = api.invoke(&http_api_event("POST", &signed(QUERY), UNCLASSIFIED));
+    let (status, body) = response_for(&mut api, &id).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Both lines were written before the answers were posted; give the pipe reader a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines = bootstrap.stdout_lines();
+        let kept = lines
+            .iter()
+            .filter(|l| {
+                l.contains(r#""event":"publish_failed""#) || l.contains(r#""outcome":"logged""#)
+            })
+            .count();
+        if kept >= 2 || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The lines of `stdout` that are one JSON object each, parsed, with `field` equal to `value`.
+fn json_lines_with<'a>(stdout: &'a [String], field: &str, value: &str) -> Vec<(&'a str, Value)> {
+    stdout
+        .iter()
+        .filter_map(|l| Some((l.as_str(), serde_json::from_str::<Value>(l).ok()?)))
+        .filter(|(_, v)| v[field] == value)
+        .collect()
+}
+
+/// The exceptions' lines are on standard output as one JSON line each, whatever the format and
+/// level: the publish_failed record, which `record_source::scan` reads back whole, and the
+/// unclassified exception's line, which keeps its envelope.
+#[track_caller]
+fn assert_exceptions_kept(stdout: &[String], configuration: &str) {
+    let text = stdout.join("\n");
+    let found = im_exception_webhook::record_source::scan("stdout", &text);
+    assert_eq!(found.records.len(), 1, "{configuration}: {stdout:#?}");
+    let record = found.records[0].as_ref().expect("a readable record");
+    assert_eq!(
+        record.topic_arn.as_deref(),
+        Some("arn:aws:sns:us-east-1:123456789012:fl")
+    );
+    let envelope: Value = serde_json::from_str(&record.envelope).unwrap();
+    assert_eq!(
+        envelope["callback"],
+        serde_json::from_str::<Value>(FREQUENCY_LIMIT).unwrap(),
+        "{configuration}"
+    );
+    assert_eq!(envelope["optPlatform"], "Android");
+
+    let failed = json_lines_with(stdout, "event", "publish_failed");
+    assert_eq!(
+        failed.len(),
+        1,
+        "{configuration}: one JSON line: {stdout:#?}"
+    );
+    assert_eq!(failed[0].1["level"], "ERROR");
+    assert!(
+        im_exception_webhook::metrics::validate_emf(&failed[0].1).is_ok(),
+        "{configuration}: the EMF metadata is whole"
+    );
+
+    let logged = json_lines_with(stdout, "outcome", "logged");
+    assert_eq!(logged.len(), 1, "{configuration}: {stdout:#?}");
+    let line = &logged[0].1;
+    assert_eq!(line["category"], "unclassified");
+    assert_eq!(
+        line["envelope"]["callback"],
+        serde_json::from_str::<Value>(UNCLASSIFIED).unwrap(),
+        "{configuration}"
+    );
+}
+
+#[tokio::test]
+async fn with_the_text_log_format_the_exceptions_are_still_json_lines_on_stdout() {
+    let stdout = stdout_under(Some("Text"), None).await;
+    assert_exceptions_kept(&stdout, "AWS_LAMBDA_LOG_FORMAT=Text");
+    // The format did apply to the other lines: the acknowledged command's line is text.
+    let other: Vec<&String> = stdout
+        .iter()
+        .filter(|l| l.contains("other_command"))
+        .collect();
+    assert_eq!(other.len(), 1, "{stdout:#?}");
+    assert!(
+        serde_json::from_str::<Value>(other[0]).is_err(),
+        "a text line: {}",
+        other[0]
+    );
+}
+
+#[tokio::test]
+async fn at_log_level_error_the_exceptions_are_still_json_lines_on_stdout() {
+    let stdout = stdout_under(Some("JSON"), Some("ERROR")).await;
+    assert_exceptions_kept(&stdout, "AWS_LAMBDA_LOG_LEVEL=ERROR");
+    // The level did apply to the other lines: the INFO line of the other command is gone.
+    assert!(
+        !stdout.iter().any(|l| l.contains("other_command")),
+        "{stdout:#?}"
+    );
+}
+
+#[tokio::test]
+async fn at_log_level_fatal_the_exceptions_are_still_json_lines_on_stdout() {
+    let stdout = stdout_under(Some("JSON"), Some("FATAL")).await;
+    assert_exceptions_kept(&stdout, "AWS_LAMBDA_LOG_LEVEL=FATAL");
+    assert!(
+        !stdout.iter().any(|l| l.contains("other_command")),
+        "{stdout:#?}"
+    );
+}
+
+#[tokio::test]
+async fn in_text_format_at_log_level_error_the_exceptions_are_still_json_lines_on_stdout() {
+    let stdout = stdout_under(Some("Text"), Some("ERROR")).await;
+    assert_exceptions_kept(
+        &stdout,
+        "AWS_LAMBDA_LOG_FORMAT=Text, AWS_LAMBDA_LOG_LEVEL=ERROR",
+    );
+}
+
+/// The levels of Lambda's application log-level filter, least severe first.
+const LAMBDA_LEVELS: [&str; 6] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"];
+
+/// What Lambda sends on to CloudWatch Logs of `stdout` with the JSON log format and application
+/// log level `level`, as its documentation describes the filter for custom runtimes
+/// (docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-log-level.html): a JSON
+/// line with a `level` key has that level; any other line, or an unknown level, counts as
+/// INFO; lines below `level` are dropped.
+fn lambda_keeps(stdout: &[String], level: &str) -> Vec<String> {
+    let rank = |l: &str| LAMBDA_LEVELS.iter().position(|x| x.eq_ignore_ascii_case(l));
+    let threshold = rank(level).expect("a Lambda log level");
+    stdout
+        .iter()
+        .filter(|line| {
+            let own = serde_json::from_str::<Value>(line)
+                .ok()
+                .and_then(|v| v["level"].as_str().and_then(rank))
+                .unwrap_or(2);
+            own >= threshold
+        })
+        .cloned()
+        .collect()
+}
+
+/// The same run, through Lambda's own level filter, which reads the `level` field the lines
+/// carry. FAILS today: the unclassified exception's line says `"level":"INFO"` (dropped at
+/// WARN, ERROR and FATAL), and the publish_failed record says `"level":"ERROR"` (dropped at
+/// FATAL), so with ApplicationLogLevel set that high in the function's LoggingConfig the only
+/// copy of these exceptions never reaches CloudWatch Logs. Kept as a record of the finding;
+/// run with `--ignored`.
+#[tokio::test]
+#[ignore = "finding: record lines carry levels Lambda's own log-level filter drops (see the report)"]
+async fn the_exceptions_pass_lambdas_own_log_level_filter() {
+    for level in ["ERROR", "FATAL"] {
+        let stdout = stdout_under(Some("JSON"), Some(level)).await;
+        let kept = lambda_keeps(&stdout, level);
+        assert_exceptions_kept(&kept, &format!("through Lambda's filter at {level}"));
     }
 }

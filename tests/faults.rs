@@ -500,6 +500,22 @@ impl Faulty {
     }
 }
 
+/// The errors of the retries the function logged (`publish_retry`, one per retry) after the
+/// first `from` such lines.
+fn retries_logged(logs: &Logs, from: usize) -> Vec<String> {
+    logs.events("publish_retry")
+        .iter()
+        .skip(from)
+        .map(|r| r["error"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// An SDK error as displayed, without the debug form that follows it.
+fn cause(error: &str) -> String {
+    let summary = error.split(" (").next().unwrap_or(error);
+    summary.chars().take(110).collect()
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -536,8 +552,14 @@ async fn fast_fault_once_then_healthy(test: &str, fault: Fault) {
     assert_eq!(arrivals[0].met, Met::Fault(fault));
     assert_eq!(arrivals[1].met, Met::Mode(Mode::PassThrough));
     assert_eq!(f.proxy.forwarded(), 1);
+    let retries = retries_logged(&logs, 0);
+    assert_eq!(retries.len(), 1, "one retry, logged: {retries:#?}");
     let gap = arrivals[1].at - arrivals[0].at;
     report(test, "200", elapsed, &ms(gap), &arrivals);
+    eprintln!(
+        "retry timing | {test} | retried after: {}",
+        cause(&retries[0])
+    );
     assert!(
         gap < RETRY_GAP_BOUND,
         "the retry came {gap:?} after the failure"
@@ -594,6 +616,19 @@ async fn a_refused_connection_once_is_retried_at_once_and_the_callback_answered_
     if let Some(refused) = refused {
         assert!(refused >= 1, "a connection attempt was refused meanwhile");
     }
+    // The function's own account: one retry, after a refused connection.
+    let retries = retries_logged(&logs, 0);
+    assert_eq!(retries.len(), 1, "{retries:#?}");
+    assert!(
+        retries[0]
+            .to_ascii_lowercase()
+            .contains("connection refused"),
+        "{retries:#?}"
+    );
+    eprintln!(
+        "retry timing | refused-once | retried after: {}",
+        cause(&retries[0])
+    );
     // The refused attempt began after `started`: the gap is at most this.
     let gap = arrivals[0].at - started;
     report(
@@ -637,7 +672,9 @@ async fn after_a_pooled_connection_died(test: &str, kill: Kill, frozen: bool) {
 
     let mut second = first.clone();
     second["Random"] = json!(2);
+    let retried_before = logs.events("publish_retry").len();
     let (_, elapsed) = f.recovers(&logs, &second, Category::FrequencyLimit).await;
+    let retries = retries_logged(&logs, retried_before);
     let arrivals = f.proxy.arrivals();
     let pooled = arrivals[0].connection;
     let last = arrivals.last().unwrap();
@@ -657,6 +694,22 @@ async fn after_a_pooled_connection_died(test: &str, kill: Kill, frozen: bool) {
             "the publish met the dead connection: {arrivals:#?}"
         );
     }
+    // A request that reached the dead connection failed an attempt, which was retried.
+    if !dead.is_empty() {
+        assert_eq!(retries.len(), 1, "{retries:#?}");
+    }
+    eprintln!(
+        "retry timing | {test} | retries logged: {}",
+        if retries.is_empty() {
+            "none (the HTTP client replaced the dead connection before sending)".to_owned()
+        } else {
+            retries
+                .iter()
+                .map(|e| cause(e))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+    );
     assert_eq!(f.proxy.forwarded(), 2);
     let gap = match dead.first() {
         Some(d) => ms(last.at - d.at),
@@ -695,6 +748,7 @@ async fn one_stalled_attempt_then_a_healthy_sns_gives_200_within_the_default_dea
     assert_eq!(arrivals.len(), 2, "{arrivals:#?}");
     assert_eq!(arrivals[0].met, Met::Fault(Fault::Stall));
     assert_eq!(arrivals[1].met, Met::Mode(Mode::PassThrough));
+    assert_eq!(retries_logged(&logs, 0), ["stalled"]);
     let gap = arrivals[1].at - arrivals[0].at;
     report("stall-once", "200", elapsed, &ms(gap), &arrivals);
     // The stalled attempt was abandoned with room left for the retry.
@@ -754,6 +808,11 @@ async fn a_lasting_fast_fault(test: &str, mode: Mode, fault: Option<Fault>) {
     );
     let error = record["error"].as_str().unwrap();
     assert!(error.contains(&format!("{attempts} attempts")), "{error}");
+    assert_eq!(
+        retries_logged(&logs, 0).len(),
+        attempts - 1,
+        "each retry logged"
+    );
     f.world.assert_nothing_published().await;
     let gaps: Vec<String> = arrivals
         .windows(2)
