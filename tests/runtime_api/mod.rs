@@ -1,8 +1,15 @@
 //! A small Lambda Runtime API on loopback: it hands events to a bootstrap exactly as Lambda
-//! does (`GET /runtime/invocation/next`) and collects what the bootstrap posts back.
+//! does (`GET /runtime/invocation/next`) and collects what the bootstrap posts back: a
+//! response, an invocation error (`/runtime/invocation/{id}/error`, with its
+//! `Lambda-Runtime-Function-Error-Type`) or an init error. Any JSON event will do: an API
+//! Gateway request, a CloudWatch Logs subscription event.
+
+// Each test binary that runs a bootstrap uses its own part of it.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -13,6 +20,20 @@ use tokio::sync::{Mutex, mpsc};
 pub struct Posted {
     pub path: String,
     pub body: String,
+    /// `Lambda-Runtime-Function-Error-Type`, on an error post.
+    pub error_type: Option<String>,
+}
+
+impl Posted {
+    /// Whether this is the invocation error of request `id`.
+    pub fn is_error_of(&self, id: &str) -> bool {
+        self.path == format!("/2018-06-01/runtime/invocation/{id}/error")
+    }
+
+    /// Whether this is the response of request `id`.
+    pub fn is_response_of(&self, id: &str) -> bool {
+        self.path == format!("/2018-06-01/runtime/invocation/{id}/response")
+    }
 }
 
 pub struct RuntimeApi {
@@ -20,6 +41,8 @@ pub struct RuntimeApi {
     events: mpsc::UnboundedSender<(String, String)>,
     posted: mpsc::UnboundedReceiver<Posted>,
     next_id: u32,
+    /// How long each invocation may run, as `Lambda-Runtime-Deadline-Ms` tells it.
+    budget_ms: Arc<AtomicU64>,
 }
 
 impl RuntimeApi {
@@ -29,9 +52,16 @@ impl RuntimeApi {
         let (events, events_rx) = mpsc::unbounded_channel();
         let (posted_tx, posted) = mpsc::unbounded_channel();
         let events_rx = Arc::new(Mutex::new(events_rx));
+        let budget_ms = Arc::new(AtomicU64::new(3_000));
+        let budget = budget_ms.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, events_rx.clone(), posted_tx.clone()));
+                tokio::spawn(serve(
+                    stream,
+                    events_rx.clone(),
+                    posted_tx.clone(),
+                    budget.clone(),
+                ));
             }
         });
         RuntimeApi {
@@ -39,7 +69,15 @@ impl RuntimeApi {
             events,
             posted,
             next_id: 0,
+            budget_ms,
         }
+    }
+
+    /// The time each invocation handed out from now on may run (3 s unless set): the function's
+    /// timeout.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.budget_ms
+            .store(timeout.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Queues one event; returns its request id.
@@ -63,10 +101,17 @@ async fn serve(
     stream: TcpStream,
     events: Arc<Mutex<mpsc::UnboundedReceiver<(String, String)>>>,
     posted: mpsc::UnboundedSender<Posted>,
+    budget_ms: Arc<AtomicU64>,
 ) {
     let mut stream = BufReader::new(stream);
     loop {
-        let Some((method, path, body)) = read_request(&mut stream).await else {
+        let Some(Request {
+            method,
+            path,
+            body,
+            error_type,
+        }) = read_request(&mut stream).await
+        else {
             return;
         };
         let reply = if method == "GET" && path.ends_with("/runtime/invocation/next") {
@@ -77,7 +122,7 @@ async fn serve(
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_millis()
-                + 3_000;
+                + u128::from(budget_ms.load(Ordering::SeqCst));
             format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
                  lambda-runtime-aws-request-id: {id}\r\nlambda-runtime-deadline-ms: {deadline}\r\n\
@@ -87,7 +132,11 @@ async fn serve(
                 event.len()
             )
         } else {
-            let _ = posted.send(Posted { path, body });
+            let _ = posted.send(Posted {
+                path,
+                body,
+                error_type,
+            });
             "HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
                 .to_string()
         };
@@ -97,8 +146,16 @@ async fn serve(
     }
 }
 
-/// One HTTP/1.1 request: method, path and body (content-length or chunked).
-async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<(String, String, String)> {
+/// One HTTP/1.1 request, as far as the Runtime API reads it.
+struct Request {
+    method: String,
+    path: String,
+    body: String,
+    error_type: Option<String>,
+}
+
+/// One HTTP/1.1 request: method, path, body (content-length or chunked) and the error type.
+async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
     let mut line = String::new();
     if stream.read_line(&mut line).await.ok()? == 0 {
         return None;
@@ -106,7 +163,7 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<(String, Stri
     let mut parts = line.split_whitespace();
     let method = parts.next()?.to_string();
     let path = parts.next()?.to_string();
-    let (mut length, mut chunked) = (0usize, false);
+    let (mut length, mut chunked, mut error_type) = (0usize, false, None);
     loop {
         let mut header = String::new();
         stream.read_line(&mut header).await.ok()?;
@@ -118,6 +175,7 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<(String, Stri
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => length = value.trim().parse().ok()?,
             "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
+            "lambda-runtime-function-error-type" => error_type = Some(value.trim().to_owned()),
             _ => {}
         }
     }
@@ -138,5 +196,10 @@ async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<(String, Stri
         body.resize(length, 0);
         stream.read_exact(&mut body).await.ok()?;
     }
-    Some((method, path, String::from_utf8_lossy(&body).into_owned()))
+    Some(Request {
+        method,
+        path,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        error_type,
+    })
 }
