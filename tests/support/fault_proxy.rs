@@ -215,9 +215,10 @@ impl FaultProxy {
 
     /// Closes the port until the caller next yields to its runtime, then opens it again in the
     /// mode in force: on the caller's current-thread runtime (a `#[tokio::test]`), a publish
-    /// started right after this call has its first connection attempt refused (the connect
-    /// fails in the same poll that starts it) and finds the port open for its retry. Only the
-    /// caller's runtime can tell when that is, so this is for [`FaultProxy::start`]'s proxies.
+    /// started right after this call has its first connection attempt refused (on loopback
+    /// the kernel answers the SYN with a reset within the connect call, before the caller
+    /// first yields) and finds the port open for its retry. Only the caller's runtime can
+    /// tell when that is, so this is for [`FaultProxy::start`]'s proxies.
     pub async fn refuse_next_attempt(&self) {
         assert!(
             !self.detached,
