@@ -1,4 +1,4 @@
-//! Which team owns an exception: the error-code table of DESIGN.md, in one place.
+//! Which team owns an exception: the error-code table of docs/contract.md, in one place.
 
 use serde::Serialize;
 use std::collections::HashMap;

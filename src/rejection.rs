@@ -4,7 +4,7 @@ use crate::callback::BodyError;
 use crate::config::bounded;
 use std::fmt;
 
-/// Why a callback was not accepted. `answer` holds DESIGN.md's HTTP table.
+/// Why a callback was not accepted. `answer` holds the HTTP table of docs/contract.md.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
     MethodNotAllowed,
