@@ -3,7 +3,8 @@
 //! exception that has no topic to go to.
 //!
 //! Each is the only copy of its exception, so it is written as one JSON line whatever
-//! `AWS_LAMBDA_LOG_FORMAT` and `AWS_LAMBDA_LOG_LEVEL` say (see [`crate::logging`]), and it is
+//! `AWS_LAMBDA_LOG_FORMAT` and `AWS_LAMBDA_LOG_LEVEL` say (see [`crate::logging`]), with the
+//! level FATAL, which Lambda's own application log-level filter never drops, and it is
 //! written here, field by field, so that its size is known before anything is published:
 //! CloudWatch Logs keeps at most 256 KiB of one log event, and a record cut short could never
 //! be republished.
@@ -61,18 +62,18 @@ impl Record<'_> {
 
     fn write(&self, out: &mut impl Write) -> fmt::Result {
         let m = self.message;
-        let (level, event, outcome, counted) = match self.kept {
-            Kept::PublishFailed { .. } => (
-                "ERROR",
-                PUBLISH_FAILED,
-                "publish_failed",
-                Counted::PublishFailure,
-            ),
-            Kept::NoTopic => ("INFO", "callback", "logged", Counted::Exception),
+        let (event, outcome, counted) = match self.kept {
+            Kept::PublishFailed { .. } => {
+                (PUBLISH_FAILED, "publish_failed", Counted::PublishFailure)
+            }
+            Kept::NoTopic => ("callback", "logged", Counted::Exception),
         };
+        // FATAL, whatever happened: with the JSON log format, Lambda itself drops a line whose
+        // `level` is below the function's application log level, and FATAL is the one level no
+        // setting drops. This line is the only copy of an exception.
         write!(
             out,
-            r#"{{"timestamp":"{}","level":"{level}","event":"{event}","outcome":"{outcome}","category":"{}","errorCode":{}"#,
+            r#"{{"timestamp":"{}","level":"FATAL","event":"{event}","outcome":"{outcome}","category":"{}","errorCode":{}"#,
             Rfc3339Millis(self.at),
             m.category,
             m.error_code,
@@ -208,7 +209,7 @@ mod tests {
         assert!(!line.contains('\n'));
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(v["event"], "publish_failed");
-        assert_eq!(v["level"], "ERROR");
+        assert_eq!(v["level"], "FATAL", "past Lambda's own level filter");
         assert_eq!(v["timestamp"], "2026-11-25T20:00:00.123Z");
         assert_eq!(v["topicArn"], "arn:aws:sns:us-east-1:1:ig");
         assert_eq!(v["groupId"], "@TGS#\"1\"");

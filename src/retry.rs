@@ -26,6 +26,8 @@ use tokio::time::Instant;
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 /// The longest pause between two attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_millis(160);
+/// Of an error that SNS explains at length, a retry line keeps this much.
+const MAX_ERROR_CHARS: usize = 300;
 /// Less time than this left is not worth an attempt: a TLS handshake alone takes longer.
 pub const MIN_ATTEMPT: Duration = Duration::from_millis(25);
 

@@ -49,6 +49,6 @@ pub const ENVELOPE: &str = r#"{"category":"frequency_limit","errorCode":10023,"s
 /// A `publish_failed` log line holding `envelope`.
 pub fn record_line(envelope: &str) -> String {
     format!(
-        r#"{{"timestamp":"2026-11-25T20:00:00.700Z","level":"ERROR","event":"publish_failed","outcome":"publish_failed","category":"frequency_limit","topicArn":"arn:aws:sns:us-east-1:1:fl","envelope":{envelope},"error":"publish failed","requestId":"r1"}}"#
+        r#"{{"timestamp":"2026-11-25T20:00:00.700Z","level":"FATAL","event":"publish_failed","outcome":"publish_failed","category":"frequency_limit","topicArn":"arn:aws:sns:us-east-1:1:fl","envelope":{envelope},"error":"publish failed","requestId":"r1"}}"#
     )
 }

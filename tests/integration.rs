@@ -591,7 +591,7 @@ async fn publish_fails_within_the_deadline(endpoint: &str) {
     let failed = logs.events("publish_failed");
     assert_eq!(failed.len(), 1, "{}", logs.text());
     let record = &failed[0];
-    assert_eq!(record["level"], "ERROR");
+    assert_eq!(record["level"], "FATAL");
     assert_eq!(record["category"], "frequency_limit");
     assert_eq!(record["topicArn"], topic_arn);
     assert_eq!(
