@@ -118,7 +118,11 @@ impl RetryPolicy {
                 dedupKey = dedup_key,
                 error = last_error
                     .as_ref()
-                    .map(|e| e.to_string())
+                    .map(|e| e
+                        .to_string()
+                        .chars()
+                        .take(MAX_ERROR_CHARS)
+                        .collect::<String>())
                     .as_deref()
                     .unwrap_or("stalled"),
                 pauseMs = pause.as_millis() as u64,
