@@ -454,6 +454,13 @@ def test_an_unsigned_deployment_must_be_asked_for(template, params):
         assert words in descriptions, f"the assertion does not say what to do ({words})"
 
 
+def test_a_previous_token_needs_a_current_one(template):
+    # The function would refuse to start (IM_CALLBACK_TOKEN_PREVIOUS without IM_CALLBACK_TOKEN).
+    assert not _rule_allows(template, CallbackToken="", CallbackTokenPrevious="old",
+                            AllowUnsignedCallbacks="true")
+    assert _rule_allows(template, CallbackToken="new", CallbackTokenPrevious="old")
+
+
 # ------------------------------------------------------------------------------ (d) functions
 
 
