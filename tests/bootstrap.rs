@@ -419,3 +419,44 @@ async fn the_exceptions_pass_lambdas_own_log_level_filter() {
         assert_exceptions_kept(&kept, &format!("through Lambda's filter at {level}"));
     }
 }
+
+/// Without a token the function still starts (AllowUnsignedCallbacks is an explicit choice of
+/// the deployment), and says once, at cold start, that anyone who knows an SdkAppID can call it;
+/// with a token it says nothing of the kind.
+#[tokio::test]
+async fn without_a_token_one_auth_disabled_warning_at_cold_start() {
+    for token in [None, Some(TOKEN)] {
+        let mut api = RuntimeApi::start().await;
+        let mut env = lambda_env(&api.addr.to_string(), &closed_port());
+        env.retain(|(k, _)| *k != "IM_CALLBACK_TOKEN");
+        if let Some(token) = token {
+            env.push(("IM_CALLBACK_TOKEN", token.to_string()));
+        }
+        let bootstrap = Bootstrap::spawn(&env);
+        let other = signed("SdkAppid=1400000000&CallbackCommand=Group.CallbackAfterSendMsg");
+        for _ in 0..2 {
+            let id = api.invoke(&http_api_event("POST", &other, "{}"));
+            let (status, _) = response_for(&mut api, &id).await;
+            assert_eq!(status, 200);
+        }
+        let lines = bootstrap.lines();
+        let warnings: Vec<&String> = lines
+            .iter()
+            .filter(|l| l.contains("auth_disabled"))
+            .collect();
+        match token {
+            None => {
+                assert_eq!(warnings.len(), 1, "{lines:#?}");
+                let warning: Value = serde_json::from_str(warnings[0]).unwrap();
+                assert_eq!(warning["level"], "WARN");
+                assert_eq!(warning["event"], "auth_disabled");
+                let first: Value = serde_json::from_str(&lines[0]).unwrap();
+                assert_eq!(
+                    first["event"], "auth_disabled",
+                    "before any invocation: {lines:#?}"
+                );
+            }
+            Some(_) => assert!(warnings.is_empty(), "{lines:#?}"),
+        }
+    }
+}
