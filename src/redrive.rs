@@ -70,38 +70,28 @@ impl<P: Publisher> Redrive<P> {
         let summary = republish(&found, &self.topics, &self.publisher, options, &mut report).await;
         let report = String::from_utf8_lossy(&report);
         let failures: Vec<&str> = report.lines().filter(|l| l.starts_with("failed")).collect();
-        let fields = (
-            summary.replayed,
-            summary.failed,
-            summary.repeated,
-            summary.skipped,
-        );
+        // One line per batch, at INFO when everything was published, at ERROR when not.
+        macro_rules! batch_line {
+            ($level:ident, $outcome:expr) => {
+                tracing::$level!(
+                    event = "redrive",
+                    outcome = $outcome,
+                    records = found.records.len(),
+                    repeated = summary.repeated,
+                    skipped = summary.skipped,
+                    failures = (!failures.is_empty()).then(|| failures.join("; ")),
+                    Redriven = summary.replayed,
+                    RedriveFailures = summary.failed,
+                    _aws = emf_metadata(Counted::Redrive, now),
+                    requestId = request_id,
+                )
+            };
+        }
         if summary.failed == 0 {
-            tracing::info!(
-                event = "redrive",
-                outcome = "redriven",
-                records = found.records.len(),
-                repeated = fields.2,
-                skipped = fields.3,
-                Redriven = fields.0,
-                RedriveFailures = 0,
-                _aws = emf_metadata(Counted::Redrive, now),
-                requestId = request_id,
-            );
+            batch_line!(info, "redriven");
             return Ok(summary);
         }
-        tracing::error!(
-            event = "redrive",
-            outcome = "failed",
-            records = found.records.len(),
-            repeated = fields.2,
-            skipped = fields.3,
-            failures = failures.join("; "),
-            Redriven = fields.0,
-            RedriveFailures = fields.1,
-            _aws = emf_metadata(Counted::Redrive, now),
-            requestId = request_id,
-        );
+        batch_line!(error, "failed");
         Err(RedriveError(format!(
             "{} of {} records not published; the batch will be tried again",
             summary.failed,

@@ -249,7 +249,7 @@ mod tests {
     use super::*;
     use crate::publish::RecordingPublisher;
     use crate::record_source::scan;
-    use crate::test_support::{ENVELOPE, record_line as line};
+    use crate::test_support::{ENVELOPE, config_with, record_line as line};
 
     #[test]
     fn the_message_keeps_the_envelope_byte_for_byte() {
@@ -280,18 +280,8 @@ mod tests {
     }
 
     fn config(unclassified: bool) -> Topics {
-        Topics::from_lookup(|name| {
-            let topic = |n: &str| Some(format!("arn:aws:sns:us-east-1:1:{n}"));
-            match name {
-                "TOPIC_ARN_INVALID_GROUP" => topic("ig"),
-                "TOPIC_ARN_FREQUENCY_LIMIT" => topic("fl"),
-                "TOPIC_ARN_CONTENT_FILTER" => topic("cf"),
-                "TOPIC_ARN_MUTED_SENDER" => topic("ms"),
-                "TOPIC_ARN_UNCLASSIFIED" if unclassified => topic("un"),
-                _ => None,
-            }
-        })
-        .unwrap()
+        let un = "arn:aws:sns:us-east-1:123456789012:un";
+        config_with(&[("TOPIC_ARN_UNCLASSIFIED", if unclassified { un } else { "" })]).topics
     }
 
     fn replay_with(
@@ -328,9 +318,9 @@ mod tests {
         assert_eq!(summary.to_string(), "replayed 2, failed 0", "{report}");
         assert_eq!(summary.repeated, 1);
         let sent = publisher.sent.lock().unwrap();
-        assert_eq!(sent[0].0, "arn:aws:sns:us-east-1:1:fl");
+        assert_eq!(sent[0].0, "arn:aws:sns:us-east-1:123456789012:fl");
         assert_eq!(sent[0].1, message_from_envelope(ENVELOPE).unwrap());
-        assert_eq!(sent[1].0, "arn:aws:sns:us-east-1:1:un");
+        assert_eq!(sent[1].0, "arn:aws:sns:us-east-1:123456789012:un");
         assert!(
             report.contains("logged for arn:aws:sns:us-east-1:1:fl"),
             "{report}"
@@ -373,7 +363,10 @@ mod tests {
             report.starts_with("would publish log:1: frequency_limit d3b4"),
             "{report}"
         );
-        assert!(report.contains("to arn:aws:sns:us-east-1:1:fl"), "{report}");
+        assert!(
+            report.contains("to arn:aws:sns:us-east-1:123456789012:fl"),
+            "{report}"
+        );
         assert!(publisher.sent.lock().unwrap().is_empty());
     }
 
