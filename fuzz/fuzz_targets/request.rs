@@ -279,9 +279,9 @@ impl UpstreamInput<'_> {
             UpstreamInput::Unreachable => Err(ForwardError::Unreachable(
                 "connection refused (fuzz)".into(),
             )),
-            UpstreamInput::TimedOut(ms) => {
-                Err(ForwardError::TimedOut(Duration::from_millis(u64::from(*ms))))
-            }
+            UpstreamInput::TimedOut(ms) => Err(ForwardError::TimedOut(Duration::from_millis(
+                u64::from(*ms),
+            ))),
             UpstreamInput::AnswerTooLarge => Err(ForwardError::AnswerTooLarge),
         }
     }
@@ -364,7 +364,8 @@ fn app(variant: u8) -> &'static FuzzApp {
     let apps = APPS.get_or_init(|| {
         (0..CONFIGS)
             .map(|v| {
-                let (tokens, upstream, small, unclassified) = (v % 3, (v / 3) % 3, (v / 9) % 2, v / 18);
+                let (tokens, upstream, small, unclassified) =
+                    (v % 3, (v / 3) % 3, (v / 9) % 2, v / 18);
                 let config = Config::from_lookup(|name| {
                     let topic = |n: &str| Some(format!("arn:aws:sns:us-east-1:1:{n}"));
                     match name {
@@ -464,9 +465,7 @@ fn encode(text: &str, encoding: Encoding) -> String {
             let keep = match encoding {
                 Encoding::All => false,
                 Encoding::Needed => b.is_ascii_alphanumeric() || b"-._~".contains(&b),
-                Encoding::Lenient => {
-                    b.is_ascii_alphanumeric() || b"-._~!$'()*+,;:@/?".contains(&b)
-                }
+                Encoding::Lenient => b.is_ascii_alphanumeric() || b"-._~!$'()*+,;:@/?".contains(&b),
             };
             if keep {
                 (b as char).to_string()
@@ -526,7 +525,13 @@ fn event(input: &Input<'_>) -> Sent {
     }
     let raw_query = pairs
         .iter()
-        .map(|(k, v)| format!("{}={}", encode(k, input.encoding), encode(v, input.encoding)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                encode(k, input.encoding),
+                encode(v, input.encoding)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&");
     let bytes = input.body.bytes();
@@ -703,7 +708,10 @@ fuzz_target!(|input: Input<'_>| {
         .lines()
         .map(|line| {
             assert!(line.starts_with('{'), "{line}");
-            (line, serde_json::from_str(line).expect("each log line is one JSON value"))
+            (
+                line,
+                serde_json::from_str(line).expect("each log line is one JSON value"),
+            )
         })
         .collect();
     let event_of = |v: &Value| {
@@ -724,12 +732,16 @@ fuzz_target!(|input: Input<'_>| {
     let forwarded = !received.is_empty();
     let forward_decision = forwarded && !exception;
     if forwarded {
-        let upstream = config.upstream.as_ref().expect("forwarded without an upstream");
-        assert!(!exception || upstream.forward_exceptions, "an exception forwarded");
+        let upstream = config
+            .upstream
+            .as_ref()
+            .expect("forwarded without an upstream");
+        assert!(
+            !exception || upstream.forward_exceptions,
+            "an exception forwarded"
+        );
     }
-    if exception
-        && let Some(upstream) = &config.upstream
-    {
+    if exception && let Some(upstream) = &config.upstream {
         assert_eq!(forwarded, upstream.forward_exceptions);
     }
 
@@ -813,9 +825,16 @@ fuzz_target!(|input: Input<'_>| {
                 u64::from(status)
             );
             assert!(!answer_json["ErrorInfo"].as_str().unwrap().is_empty());
+            if forward_decision {
+                // No usable answer from the upstream: 502/5020, or 504/5040 when it timed out.
+                let code = if status == 504 { 5040 } else { 5020 };
+                assert_eq!(answer_json["ErrorCode"], code);
+            }
         }
     }
-    let upstream_body = upstream_result.as_ref().map_or(&[][..], |a| a.body.as_slice());
+    let upstream_body = upstream_result
+        .as_ref()
+        .map_or(&[][..], |a| a.body.as_slice());
     for secret in [TOKEN, PREVIOUS, UPSTREAM_SECRET] {
         let text = String::from_utf8_lossy(&answer_body);
         assert!(
@@ -828,7 +847,10 @@ fuzz_target!(|input: Input<'_>| {
     // What was forwarded: exactly what was received.
     if let Some((query, body, content_type)) = received.first() {
         assert_eq!(body, &sent.body, "the forwarded body");
-        assert_eq!(content_type, &sent.content_type, "the forwarded content type");
+        assert_eq!(
+            content_type, &sent.content_type,
+            "the forwarded content type"
+        );
         match input.source {
             Source::HttpApi | Source::FunctionUrl => {
                 let expected = (!sent.raw_query.is_empty()).then(|| sent.raw_query.clone());
@@ -840,7 +862,11 @@ fuzz_target!(|input: Input<'_>| {
                 let mut names: Vec<String> = parsed.iter().map(|(k, _)| k.to_owned()).collect();
                 names.sort();
                 names.dedup();
-                assert_eq!(names, sent.multi.keys().cloned().collect::<Vec<_>>(), "{query}");
+                assert_eq!(
+                    names,
+                    sent.multi.keys().cloned().collect::<Vec<_>>(),
+                    "{query}"
+                );
                 for (name, values) in &sent.multi {
                     let got: Vec<&str> = parsed.all(name).unwrap_or_default();
                     assert_eq!(got, *values, "the forwarded values of {name:?}");
@@ -864,7 +890,9 @@ fuzz_target!(|input: Input<'_>| {
         }
         let raw: Raw<'_> = serde_json::from_str(&message.body).expect("the envelope is JSON");
         assert_eq!(raw.callback.get().as_bytes(), trimmed(&sent.body));
-        let topic = config.topic(message.category).expect("published to a topic");
+        let topic = config
+            .topic(message.category)
+            .expect("published to a topic");
         assert_eq!(*arn, topic.arn);
         assert_eq!(
             &republish::message_from_envelope(&message.body).expect("republishable"),
@@ -894,16 +922,28 @@ fuzz_target!(|input: Input<'_>| {
             kind.as_str(),
             "callback/forwarded" | "forward/forwarded" | "forward_failed/forward_failed"
         );
-        assert_eq!(forward_line, forwarded && (forward_decision || kind.starts_with("forward")));
+        assert_eq!(
+            forward_line,
+            forwarded && (forward_decision || kind.starts_with("forward"))
+        );
         if forward_line {
             let body_text = String::from_utf8_lossy(&sent.body);
             let command = value["command"].as_str().unwrap_or("");
+            // Only another command is forwarded as itself; an exception only alongside its
+            // publish.
+            assert_eq!(command == EXCEPTION_COMMAND, !forward_decision, "{line}");
             if body_text.len() >= 16 && !command.contains(&*body_text) {
-                assert!(!line.contains(&*body_text), "a forward line holds the body: {line}");
+                assert!(
+                    !line.contains(&*body_text),
+                    "a forward line holds the body: {line}"
+                );
             }
             for sign in &sent.signs {
                 if sign.len() >= 16 && !command.contains(sign.as_str()) {
-                    assert!(!line.contains(sign.as_str()), "a forward line holds the Sign");
+                    assert!(
+                        !line.contains(sign.as_str()),
+                        "a forward line holds the Sign"
+                    );
                 }
             }
         }
