@@ -1172,12 +1172,20 @@ struct Sent<'a> {
 }
 
 impl Sent<'_> {
-    /// Whether `text` is in the body or in a query name or value other than a Sign's.
+    /// Whether `text` is in the body, or in a query name or value other than a Sign's, as sent
+    /// or as JSON or `{:?}` escapes it: an escape can spell a secret the caller sent in pieces
+    /// (`"\u{f}uzz-Token"` in a ClientIP is `"\u000fuzz-Token"` in the envelope).
     fn holds_outside_sign(&self, text: &str) -> bool {
+        let spelled = |v: &str| {
+            v.contains(text)
+                || serde_json::to_string(v).is_ok_and(|j| j.contains(text))
+                || format!("{v:?}").contains(text)
+        };
         contains(self.body, text.as_bytes())
-            || self.pairs.iter().any(|(k, v)| {
-                k.contains(text) || (!k.eq_ignore_ascii_case("Sign") && v.contains(text))
-            })
+            || self
+                .pairs
+                .iter()
+                .any(|(k, v)| spelled(k) || (!k.eq_ignore_ascii_case("Sign") && spelled(v)))
     }
 }
 
