@@ -2,139 +2,50 @@
 //! configured only through its environment, answering API Gateway events and writing its
 //! log records to standard output.
 
-mod runtime_api;
+mod support;
 
-use runtime_api::RuntimeApi;
+use im_exception_webhook::EXCEPTION_COMMAND;
 use serde_json::{Value, json};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use std::collections::HashMap;
+use support::Call;
+use support::bootstrap::{Bootstrap, WEBHOOK, lambda_env};
+use support::runtime_api::RuntimeApi;
 
-const BIN: &str = env!("CARGO_BIN_EXE_im-exception-webhook");
 const TOKEN: &str = "bootstrap-test-token";
-const QUERY: &str = "SdkAppid=1400000000&CallbackCommand=Group.CallbackSendMsgException&contenttype=json&ClientIP=203.0.113.5&OptPlatform=Android";
 
 /// What Lambda sets, plus the function's configuration; SNS points at `sns`.
-fn lambda_env(runtime_api: &str, sns: &str) -> Vec<(&'static str, String)> {
+fn webhook_env(api: &RuntimeApi, sns: &str) -> HashMap<String, String> {
     let topic = |name: &str| format!("arn:aws:sns:us-east-1:123456789012:{name}");
-    vec![
-        ("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string()),
-        ("AWS_LAMBDA_FUNCTION_NAME", "im-exception-webhook".into()),
-        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
-        ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_ENDPOINT_URL", sns.to_string()),
-        ("IM_SDK_APP_ID", "1400000000".into()),
-        ("IM_CALLBACK_TOKEN", TOKEN.into()),
-        ("PUBLISH_TIMEOUT_MS", "500".into()),
-        ("TOPIC_ARN_INVALID_GROUP", topic("ig")),
-        ("TOPIC_ARN_FREQUENCY_LIMIT", topic("fl")),
-        ("TOPIC_ARN_CONTENT_FILTER", topic("cf")),
-        ("TOPIC_ARN_MUTED_SENDER", topic("ms")),
-    ]
-}
-
-struct Bootstrap {
-    child: Child,
-    /// Every line of standard output and standard error, in the order read.
-    output: Arc<Mutex<Vec<String>>>,
-    /// The lines of standard output alone: what Lambda sends to CloudWatch Logs as the
-    /// function's log events (and the subscription filter reads).
-    stdout: Arc<Mutex<Vec<String>>>,
-}
-
-impl Bootstrap {
-    fn spawn(env: &[(&'static str, String)]) -> Bootstrap {
-        let mut child = Command::new(BIN)
-            .env_clear()
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the bootstrap");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        for (pipe, only) in [
-            (
-                Box::new(child.stdout.take().unwrap())
-                    as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-                Some(stdout.clone()),
-            ),
-            (Box::new(child.stderr.take().unwrap()), None),
-        ] {
-            let lines = output.clone();
-            tokio::spawn(async move {
-                let mut reader = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = reader.next_line().await {
-                    if let Some(only) = &only {
-                        only.lock().unwrap().push(line.clone());
-                    }
-                    lines.lock().unwrap().push(line);
-                }
-            });
-        }
-        Bootstrap {
-            child,
-            output,
-            stdout,
-        }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.output.lock().unwrap().clone()
-    }
-
-    fn stdout_lines(&self) -> Vec<String> {
-        self.stdout.lock().unwrap().clone()
-    }
-}
-
-fn http_api_event(method: &str, query: &str, body: &str) -> Value {
-    json!({
-        "version": "2.0",
-        "routeKey": "POST /callback",
-        "rawPath": "/callback",
-        "rawQueryString": query,
-        "headers": {"content-type": "application/json", "host": "example.execute-api.us-east-1.amazonaws.com"},
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "example", "domainName": "example.execute-api.us-east-1.amazonaws.com",
-            "domainPrefix": "example", "requestId": "r1", "routeKey": "POST /callback", "stage": "$default",
-            "time": "25/Nov/2026:20:00:00 +0000", "timeEpoch": 1795636800000u64,
-            "http": {"method": method, "path": "/callback", "protocol": "HTTP/1.1", "sourceIp": "203.0.113.5", "userAgent": "Chat"}
-        },
-        "body": body,
-        "isBase64Encoded": false
-    })
-}
-
-fn signed(query: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
-    let sign = hex::encode(im_exception_webhook::auth::sign(TOKEN, &now));
-    format!("{query}&RequestTime={now}&Sign={sign}")
-}
-
-/// The API Gateway response the bootstrap posted for `id`: status and parsed body.
-async fn response_for(api: &mut RuntimeApi, id: &str) -> (u64, Value) {
-    let posted = api
-        .next_posted(Duration::from_secs(20))
-        .await
-        .expect("the bootstrap answers");
-    assert_eq!(
-        posted.path,
-        format!("/2018-06-01/runtime/invocation/{id}/response"),
-        "{posted:?}"
+    let mut env = lambda_env(api, "im-exception-webhook", sns);
+    env.extend(
+        [
+            ("IM_SDK_APP_ID", support::SDK_APP_ID.into()),
+            ("IM_CALLBACK_TOKEN", TOKEN.into()),
+            ("PUBLISH_TIMEOUT_MS", "500".into()),
+            ("TOPIC_ARN_INVALID_GROUP", topic("ig")),
+            ("TOPIC_ARN_FREQUENCY_LIMIT", topic("fl")),
+            ("TOPIC_ARN_CONTENT_FILTER", topic("cf")),
+            ("TOPIC_ARN_MUTED_SENDER", topic("ms")),
+        ]
+        .map(|(k, v)| (k.to_owned(), v)),
     );
-    let response: Value = serde_json::from_str(&posted.body).unwrap();
+    env
+}
+
+/// Chat's unsigned POST of `command` with `body`, from an Android client.
+fn from_android(command: &str, body: &str) -> Call {
+    Call::command(command, body).set_param("OptPlatform", "Android")
+}
+
+/// Another command than the exception callback, signed: acknowledged.
+fn other_command() -> Call {
+    Call::command("Group.CallbackAfterSendMsg", "{}").signed(TOKEN)
+}
+
+/// The API Gateway response the bootstrap posted for `call`, as an HTTP API event: status and
+/// parsed body.
+async fn answer(api: &mut RuntimeApi, call: &Call) -> (u64, Value) {
+    let response = api.call(&call.http_api()).await;
     let body = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
     (response["statusCode"].as_u64().unwrap(), body)
 }
@@ -148,11 +59,9 @@ fn closed_port() -> String {
 #[tokio::test]
 async fn answers_chat_and_keeps_what_it_could_not_publish() {
     let mut api = RuntimeApi::start().await;
-    let bootstrap = Bootstrap::spawn(&lambda_env(&api.addr.to_string(), &closed_port()));
+    let bootstrap = Bootstrap::spawn(WEBHOOK, &webhook_env(&api, &closed_port()));
 
-    let other = signed("SdkAppid=1400000000&CallbackCommand=Group.CallbackAfterSendMsg");
-    let id = api.invoke(&http_api_event("POST", &other, "{}"));
-    let (status, body) = response_for(&mut api, &id).await;
+    let (status, body) = answer(&mut api, &other_command()).await;
     assert_eq!(
         (status, body.clone()),
         (
@@ -161,14 +70,12 @@ async fn answers_chat_and_keeps_what_it_could_not_publish() {
         )
     );
 
-    let id = api.invoke(&http_api_event("POST", QUERY, "{}"));
-    let (status, body) = response_for(&mut api, &id).await;
+    let (status, body) = answer(&mut api, &from_android(EXCEPTION_COMMAND, "{}")).await;
     assert_eq!(status, 401, "unsigned while a token is configured: {body}");
 
-    let callback = r#"{"CallbackCommand":"Group.CallbackSendMsgException","GroupId":"@TGS#2J4SZEAEL","From_Account":"jared","Random":7,"ErrorCode":"10023","EventTime":"1670574414123"}"#;
-    let query = signed(QUERY);
-    let id = api.invoke(&http_api_event("POST", &query, callback));
-    let (status, body) = response_for(&mut api, &id).await;
+    let callback = FREQUENCY_LIMIT;
+    let call = from_android(EXCEPTION_COMMAND, callback).signed(TOKEN);
+    let (status, body) = answer(&mut api, &call).await;
     assert_eq!(status, 503);
     assert_eq!(body["ActionStatus"], "FAIL");
 
@@ -200,7 +107,7 @@ async fn answers_chat_and_keeps_what_it_could_not_publish() {
         serde_json::from_str::<Value>(callback).unwrap()
     );
 
-    let sign = query.rsplit("Sign=").next().unwrap();
+    let sign = call.param_value("Sign").unwrap();
     for line in &lines {
         assert!(
             !line.contains(TOKEN) && !line.contains(sign),
@@ -218,27 +125,18 @@ async fn a_missing_or_malformed_variable_stops_the_cold_start_naming_it() {
         ("PUBLISH_TIMEOUT_MS", Some("soon")),
     ] {
         let api = RuntimeApi::start().await;
-        let mut env = lambda_env(&api.addr.to_string(), &closed_port());
-        env.retain(|(k, _)| *k != variable);
+        let mut env = webhook_env(&api, &closed_port());
+        env.remove(variable);
         if let Some(value) = value {
-            env.push((variable, value.to_string()));
+            env.insert(variable.into(), value.into());
         }
-        let mut bootstrap = Bootstrap::spawn(&env);
-        let status = tokio::time::timeout(Duration::from_secs(20), bootstrap.child.wait())
-            .await
-            .expect("the bootstrap stops")
-            .unwrap();
-        assert!(!status.success(), "{variable}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let lines = bootstrap.lines();
-        assert_eq!(lines.len(), 1, "{lines:#?}");
-        assert!(lines[0].contains(variable), "{lines:#?}");
-        assert!(lines[0].contains("configuration error"), "{lines:#?}");
+        let mut bootstrap = Bootstrap::spawn(WEBHOOK, &env);
+        bootstrap.assert_configuration_error(variable).await;
     }
 }
 
 /// A frequency-limit exception (its topic is configured) and an unclassified one (no topic:
-/// `lambda_env` leaves TOPIC_ARN_UNCLASSIFIED unset, so its log line is where it is kept).
+/// `webhook_env` leaves TOPIC_ARN_UNCLASSIFIED unset, so its log line is where it is kept).
 const FREQUENCY_LIMIT: &str = r#"{"CallbackCommand":"Group.CallbackSendMsgException","GroupId":"@TGS#2J4SZEAEL","From_Account":"jared","Random":7,"ErrorCode":"10023","EventTime":"1670574414123"}"#;
 const UNCLASSIFIED: &str = r#"{"CallbackCommand":"Group.CallbackSendMsgException","GroupId":"@TGS#2J4SZEAEL","From_Account":"jared","Random":8,"ErrorCode":12345,"EventTime":"1670574414124"}"#;
 
@@ -247,41 +145,32 @@ const UNCLASSIFIED: &str = r#"{"CallbackCommand":"Group.CallbackSendMsgException
 /// and the unclassified one (200).
 async fn stdout_under(format: Option<&str>, level: Option<&str>) -> Vec<String> {
     let mut api = RuntimeApi::start().await;
-    let mut env = lambda_env(&api.addr.to_string(), &closed_port());
-    env.retain(|(k, _)| *k != "AWS_LAMBDA_LOG_FORMAT");
+    let mut env = webhook_env(&api, &closed_port());
+    env.remove("AWS_LAMBDA_LOG_FORMAT");
     if let Some(format) = format {
-        env.push(("AWS_LAMBDA_LOG_FORMAT", format.into()));
+        env.insert("AWS_LAMBDA_LOG_FORMAT".into(), format.into());
     }
     if let Some(level) = level {
-        env.push(("AWS_LAMBDA_LOG_LEVEL", level.into()));
+        env.insert("AWS_LAMBDA_LOG_LEVEL".into(), level.into());
     }
-    let bootstrap = Bootstrap::spawn(&env);
+    let bootstrap = Bootstrap::spawn(WEBHOOK, &env);
 
-    let other = signed("SdkAppid=1400000000&CallbackCommand=Group.CallbackAfterSendMsg");
-    let id = api.invoke(&http_api_event("POST", &other, "{}"));
-    assert_eq!(response_for(&mut api, &id).await.0, 200);
-    let id = api.invoke(&http_api_event("POST", &signed(QUERY), FREQUENCY_LIMIT));
-    let (status, body) = response_for(&mut api, &id).await;
+    assert_eq!(answer(&mut api, &other_command()).await.0, 200);
+    let exception = |body| from_android(EXCEPTION_COMMAND, body).signed(TOKEN);
+    let (status, body) = answer(&mut api, &exception(FREQUENCY_LIMIT)).await;
     assert_eq!((status, &body["ErrorCode"]), (503, &json!(5030)), "{body}");
-    let id = api.invoke(&http_api_event("POST", &signed(QUERY), UNCLASSIFIED));
-    let (status, body) = response_for(&mut api, &id).await;
+    let (status, body) = answer(&mut api, &exception(UNCLASSIFIED)).await;
     assert_eq!(status, 200, "{body}");
 
     // Both lines were written before the answers were posted; give the pipe reader a moment.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let lines = bootstrap.stdout_lines();
-        let kept = lines
-            .iter()
-            .filter(|l| {
+    bootstrap
+        .stdout_when(|lines| {
+            let kept = lines.iter().filter(|l| {
                 l.contains(r#""event":"publish_failed""#) || l.contains(r#""outcome":"logged""#)
-            })
-            .count();
-        if kept >= 2 || std::time::Instant::now() > deadline {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            });
+            kept.count() >= 2
+        })
+        .await
 }
 
 /// The lines of `stdout` that are one JSON object each, parsed, with `field` equal to `value`.
@@ -427,16 +316,14 @@ async fn the_exceptions_pass_lambdas_own_log_level_filter() {
 async fn without_a_token_one_auth_disabled_warning_at_cold_start() {
     for token in [None, Some(TOKEN)] {
         let mut api = RuntimeApi::start().await;
-        let mut env = lambda_env(&api.addr.to_string(), &closed_port());
-        env.retain(|(k, _)| *k != "IM_CALLBACK_TOKEN");
+        let mut env = webhook_env(&api, &closed_port());
+        env.remove("IM_CALLBACK_TOKEN");
         if let Some(token) = token {
-            env.push(("IM_CALLBACK_TOKEN", token.to_string()));
+            env.insert("IM_CALLBACK_TOKEN".into(), token.into());
         }
-        let bootstrap = Bootstrap::spawn(&env);
-        let other = signed("SdkAppid=1400000000&CallbackCommand=Group.CallbackAfterSendMsg");
+        let bootstrap = Bootstrap::spawn(WEBHOOK, &env);
         for _ in 0..2 {
-            let id = api.invoke(&http_api_event("POST", &other, "{}"));
-            let (status, _) = response_for(&mut api, &id).await;
+            let (status, _) = answer(&mut api, &other_command()).await;
             assert_eq!(status, 200);
         }
         let lines = bootstrap.lines();

@@ -5,26 +5,21 @@
 //!
 //! Run with `make test`, or `MOTO_SERVER=$PWD/.venv/bin/moto_server cargo test --test concurrency`.
 
-mod runtime_api;
 mod support;
 
 use im_exception_webhook::classify::Category;
-use runtime_api::RuntimeApi;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::World;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use support::bootstrap::{Bootstrap, WEBHOOK, lambda_env};
+use support::runtime_api::RuntimeApi;
+use support::{Call, World};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_im-exception-webhook");
 const CALLBACKS: usize = 40;
 const IN_FLIGHT: usize = 8;
-const QUERY: &str = "SdkAppid=1400000000&CallbackCommand=Group.CallbackSendMsgException&contenttype=json&ClientIP=203.0.113.5&OptPlatform=RESTAPI";
 
 /// A TCP relay to moto that holds each new connection's first bytes for `delay` (so that
 /// publishes overlap) and counts how many connections are open at once.
@@ -59,6 +54,7 @@ impl SlowRelay {
     }
 }
 
+/// Chat's call for the `index`th exception, as an API Gateway HTTP API event.
 fn event(index: usize) -> Value {
     let body = json!({
         "CallbackCommand": "Group.CallbackSendMsgException",
@@ -68,21 +64,7 @@ fn event(index: usize) -> Value {
         "ErrorCode": 10023,
         "EventTime": 1_670_574_414_123_i64 + index as i64,
     });
-    json!({
-        "version": "2.0",
-        "routeKey": "POST /callback",
-        "rawPath": "/callback",
-        "rawQueryString": QUERY,
-        "headers": {"content-type": "application/json", "host": "example.execute-api.us-east-1.amazonaws.com"},
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "example", "domainName": "example.execute-api.us-east-1.amazonaws.com",
-            "domainPrefix": "example", "requestId": format!("r{index}"), "routeKey": "POST /callback", "stage": "$default",
-            "time": "01/Dec/2026:18:00:00 +0000", "timeEpoch": 1_796_148_000_000_u64,
-            "http": {"method": "POST", "path": "/callback", "protocol": "HTTP/1.1", "sourceIp": "203.0.113.5", "userAgent": "Chat"}
-        },
-        "body": body.to_string(),
-        "isBase64Encoded": false
-    })
+    Call::chat(body.to_string()).http_api()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,44 +73,16 @@ async fn eight_invocations_in_flight_are_each_answered_published_and_logged_once
     let relay = SlowRelay::start(&world.endpoint, Duration::from_millis(150)).await;
     let mut api = RuntimeApi::start().await;
 
-    let mut env: Vec<(String, String)> = world.env().into_iter().collect();
+    let mut env = world.env();
+    env.extend(lambda_env(&api, "im-exception-webhook", &relay.url));
     env.extend(
         [
-            ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
-            ("AWS_LAMBDA_FUNCTION_NAME", "im-exception-webhook".into()),
             ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "2048".into()),
-            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
             ("AWS_LAMBDA_MAX_CONCURRENCY", IN_FLIGHT.to_string()),
-            ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
-            ("AWS_REGION", "us-east-1".into()),
-            ("AWS_ACCESS_KEY_ID", "test".into()),
-            ("AWS_SECRET_ACCESS_KEY", "test".into()),
-            ("AWS_ENDPOINT_URL", relay.url.clone()),
         ]
         .map(|(k, v)| (k.to_owned(), v)),
     );
-    let mut child = Command::new(BIN)
-        .env_clear()
-        .envs(env)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the bootstrap");
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let mut readers = Vec::new();
-    for pipe in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let lines = lines.clone();
-        readers.push(tokio::spawn(async move {
-            let mut reader = BufReader::new(pipe).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                lines.lock().unwrap().push(line);
-            }
-        }));
-    }
+    let mut bootstrap = Bootstrap::spawn(WEBHOOK, &env);
 
     let ids: Vec<String> = (0..CALLBACKS).map(|i| api.invoke(&event(i))).collect();
     let mut answered: HashMap<String, u64> = HashMap::new();
@@ -175,11 +129,8 @@ async fn eight_invocations_in_flight_are_each_answered_published_and_logged_once
     }
     assert_eq!(copies.len(), CALLBACKS, "every callback published");
 
-    child.kill().await.unwrap();
-    for reader in readers {
-        let _ = reader.await;
-    }
-    let lines = lines.lock().unwrap().clone();
+    bootstrap.kill().await;
+    let lines = bootstrap.lines();
     let mut per_request: HashMap<String, usize> = HashMap::new();
     for line in &lines {
         let record: Value = serde_json::from_str(line)

@@ -7,7 +7,6 @@
 //! (moto serves the tests where an exception is published as well as forwarded).
 //! `PROPTEST_CASES=N` runs N cases per property instead of each property's default.
 
-mod runtime_api;
 mod support;
 
 use im_exception_webhook::EXCEPTION_COMMAND;
@@ -1128,97 +1127,17 @@ async fn the_publish_and_the_forward_of_an_exception_run_at_once_and_the_publish
 
 mod https {
     use super::*;
-    use runtime_api::RuntimeApi;
-    use std::process::Stdio;
-    use std::sync::{Arc, Mutex};
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    use tokio::process::{Child, Command};
+    use support::bootstrap::{Bootstrap, WEBHOOK, lambda_env};
+    use support::runtime_api::RuntimeApi;
 
-    const BIN: &str = env!("CARGO_BIN_EXE_im-exception-webhook");
-
-    /// The bootstrap as Lambda runs it, configured through its environment only.
-    struct Bootstrap {
-        child: Child,
-        lines: Arc<Mutex<Vec<String>>>,
-    }
-
-    impl Bootstrap {
-        fn spawn(api: &RuntimeApi, upstream: &str, ca_file: &std::path::Path) -> Bootstrap {
-            let mut env: Vec<(String, String)> = base_env().into_iter().collect();
-            env.extend(
-                [
-                    ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
-                    ("AWS_LAMBDA_FUNCTION_NAME", "im-exception-webhook".into()),
-                    ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128".into()),
-                    ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".into()),
-                    ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
-                    ("AWS_REGION", "us-east-1".into()),
-                    ("AWS_ACCESS_KEY_ID", "test".into()),
-                    ("AWS_SECRET_ACCESS_KEY", "test".into()),
-                    ("AWS_ENDPOINT_URL", closed_url()),
-                    ("UPSTREAM_CALLBACK_URL", upstream.into()),
-                    ("SSL_CERT_FILE", ca_file.display().to_string()),
-                ]
-                .map(|(k, v)| (k.to_owned(), v)),
-            );
-            let mut child = Command::new(BIN)
-                .env_clear()
-                .envs(env)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("start the bootstrap");
-            let lines = Arc::new(Mutex::new(Vec::new()));
-            for pipe in [
-                Box::new(child.stdout.take().unwrap())
-                    as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-                Box::new(child.stderr.take().unwrap()),
-            ] {
-                let lines = lines.clone();
-                tokio::spawn(async move {
-                    let mut reader = BufReader::new(pipe).lines();
-                    while let Ok(Some(line)) = reader.next_line().await {
-                        lines.lock().unwrap().push(line);
-                    }
-                });
-            }
-            Bootstrap { child, lines }
-        }
-
-        /// Every line that is a JSON record of `event`.
-        fn events(&self, event: &str) -> Vec<Value> {
-            self.lines
-                .lock()
-                .unwrap()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|r| r["event"] == event)
-                .collect()
-        }
-
-        fn text(&self) -> String {
-            self.lines.lock().unwrap().join("\n")
-        }
-
-        async fn stop(mut self) {
-            let _ = self.child.kill().await;
-        }
-    }
-
-    /// Invokes the bootstrap with `event` and returns the API Gateway response it posted.
-    async fn call(api: &mut RuntimeApi, event: &Value) -> Value {
-        let id = api.invoke(event);
-        let posted = api
-            .next_posted(Duration::from_secs(20))
-            .await
-            .expect("the bootstrap answers");
-        assert_eq!(
-            posted.path,
-            format!("/2018-06-01/runtime/invocation/{id}/response"),
-            "{posted:?}"
-        );
-        serde_json::from_str(&posted.body).expect("the response is JSON")
+    /// The bootstrap as Lambda runs it, configured through its environment only: forwarding to
+    /// `upstream`, trusting the CAs in `ca_file`.
+    fn spawn(api: &RuntimeApi, upstream: &str, ca_file: &std::path::Path) -> Bootstrap {
+        let mut env = base_env();
+        env.extend(lambda_env(api, "im-exception-webhook", &closed_url()));
+        env.insert("UPSTREAM_CALLBACK_URL".into(), upstream.into());
+        env.insert("SSL_CERT_FILE".into(), ca_file.display().to_string());
+        Bootstrap::spawn(WEBHOOK, &env)
     }
 
     #[tokio::test]
@@ -1234,14 +1153,14 @@ mod https {
         let mut api = RuntimeApi::start().await;
         let url = upstream.url(&format!("/im?key={UPSTREAM_KEY}"));
         assert!(url.starts_with("https://127.0.0.1:"), "{url}");
-        let bootstrap = Bootstrap::spawn(&api, &url, bundle.path());
+        let mut bootstrap = spawn(&api, &url, bundle.path());
 
         let body = before_send_body();
         let mut queries = Vec::new();
         for command in [BEFORE_SEND, AFTER_SEND] {
             let query = signed(&TRICKY.replace("Group%2ECallbackBeforeSendMsg", command));
             let event = with_raw_query(Call::command(command, body.as_str()).http_api(), &query);
-            let response = call(&mut api, &event).await;
+            let response = api.call(&event).await;
             assert_eq!(
                 response["statusCode"],
                 200,
@@ -1271,7 +1190,7 @@ mod https {
         assert_eq!(forwarded.len(), 2, "{}", bootstrap.text());
         assert!(forwarded.iter().all(|r| r["outcome"] == "forwarded"));
         assert_nothing_secret(&bootstrap.text(), Some(&sign_of(&queries[0])));
-        bootstrap.stop().await;
+        bootstrap.kill().await;
         upstream.stop();
     }
 
@@ -1282,10 +1201,10 @@ mod https {
         let stranger = TestCa::new("a CA nobody trusts");
         let upstream = Upstream::start_tls(Reply::json(ACK), stranger.server_config()).await;
         let mut api = RuntimeApi::start().await;
-        let bootstrap = Bootstrap::spawn(&api, &upstream.url("/im"), bundle.path());
+        let mut bootstrap = spawn(&api, &upstream.url("/im"), bundle.path());
 
         let event = chat(BEFORE_SEND, &before_send_body()).http_api();
-        let response = call(&mut api, &event).await;
+        let response = api.call(&event).await;
 
         assert_eq!(
             response["statusCode"],
@@ -1306,7 +1225,7 @@ mod https {
         assert_eq!(failed[0]["reason"], "unreachable");
         assert_eq!(failed[0]["command"], BEFORE_SEND);
         assert_nothing_secret(&bootstrap.text(), None);
-        bootstrap.stop().await;
+        bootstrap.kill().await;
         upstream.stop();
     }
 }

@@ -10,7 +10,6 @@
 //!
 //! Run with `MOTO_SERVER=$PWD/.venv/bin/moto_server cargo test --all-features --test redrive`.
 
-mod runtime_api;
 mod support;
 
 use im_exception_webhook::classify::Category;
@@ -20,41 +19,18 @@ use im_exception_webhook::publish::{self, SnsPublisher};
 use im_exception_webhook::record_source::{self, Scan, subscription_event};
 use im_exception_webhook::redrive::PUBLISH_DEADLINE;
 use im_exception_webhook::republish::{self, Options};
-use runtime_api::{Posted, RuntimeApi};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::bootstrap::{Bootstrap, REDRIVE, lambda_env};
 use support::fault_proxy::{FaultProxy, Mode};
-use support::world::{self, Delivery};
-use support::{Call, Logs, World, callback, invoke};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use support::runtime_api::{Posted, RuntimeApi};
+use support::world;
+use support::{Call, Logs, World, invoke};
 
-const BIN: &str = env!("CARGO_BIN_EXE_im-exception-redrive");
 const LOG_GROUP: &str = "/aws/lambda/im-exception-webhook";
 /// Longer than a batch with SNS down takes (one publish bounded by PUBLISH_DEADLINE).
 const ANSWER_WITHIN: Duration = Duration::from_secs(30);
-
-/// One exception of each category, each in a group of its own.
-fn one_of_each() -> Vec<(Category, Value)> {
-    [
-        (Category::InvalidGroup, 10004),
-        (Category::FrequencyLimit, 10023),
-        (Category::ContentFilter, 80004),
-        (Category::MutedSender, 20012),
-        (Category::Unclassified, 12345),
-    ]
-    .into_iter()
-    .map(|(category, code)| {
-        (
-            category,
-            callback(json!(code), &format!("@TGS#rd{category}")),
-        )
-    })
-    .collect()
-}
 
 /// A test's topics, the webhook publishing to them through a proxy, and what it logged for
 /// `sent` while the proxy refused connections.
@@ -72,7 +48,7 @@ impl Scene {
         let mut env = world.env();
         env.insert("PUBLISH_TIMEOUT_MS".into(), "200".into());
         let webhook = support::function(&env, &proxy.url()).await;
-        let sent = one_of_each();
+        let sent = support::one_of_each("@TGS#rd");
         let (logs, guard) = Logs::capture();
         for (_, body) in &sent {
             let answer = invoke(webhook, &Call::chat(body.to_string()).http_api()).await;
@@ -138,52 +114,6 @@ impl Scene {
         let env: HashMap<String, String> = self.topic_env().into_iter().collect();
         Topics::from_lookup(|name| env.get(name).cloned()).unwrap()
     }
-
-    /// Checks `delivery` of `body` (category `category`): its Message is the envelope the
-    /// webhook logged, byte for byte, on the category's topic; and a fresh publish of the same
-    /// callback by the webhook (SNS healthy, on `fresh`'s topics: a FIFO topic would drop a
-    /// second copy) delivers the same subject, attributes, FIFO ids, and the same envelope but
-    /// for `receivedAt`.
-    async fn assert_as_the_webhook_publishes(
-        &self,
-        fresh: &(World, &'static LambdaApp),
-        delivery: &Delivery,
-        body: &Value,
-        category: Category,
-    ) {
-        let message = delivery.notification["Message"].as_str().unwrap();
-        let logged = format!("\"envelope\":{message}");
-        assert!(
-            self.log.iter().any(|l| l.contains(&logged)),
-            "the republished Message is the logged envelope, byte for byte:\n{message}"
-        );
-        assert_eq!(delivery.envelope()["callback"], *body);
-        assert_eq!(
-            delivery.notification["TopicArn"],
-            self.world.topic(category).topic_arn.as_str()
-        );
-
-        let (fresh_world, fresh_app) = fresh;
-        invoke(fresh_app, &Call::chat(body.to_string()).http_api())
-            .await
-            .assert_acknowledged();
-        let published = fresh_world.only_delivery(category).await;
-        assert_eq!(delivery.subject(), published.subject());
-        assert_eq!(delivery.attributes(), published.attributes());
-        for id in ["MessageGroupId", "MessageDeduplicationId"] {
-            assert_eq!(
-                delivery.system_attributes.get(id),
-                published.system_attributes.get(id),
-                "{id}"
-            );
-        }
-        let without_time = |d: &Delivery| {
-            let mut envelope = d.envelope();
-            envelope.as_object_mut().unwrap().remove("receivedAt");
-            envelope
-        };
-        assert_eq!(without_time(delivery), without_time(&published));
-    }
 }
 
 /// The webhook on topics of their own, of the same kind as `world`'s, with SNS healthy.
@@ -198,84 +128,27 @@ async fn fresh_like(world: &World, test: &str) -> (World, &'static LambdaApp) {
     (fresh, app)
 }
 
-/// The redrive binary as Lambda runs it, its standard output and error collected.
-struct RedriveProcess {
-    child: Child,
-    /// Standard output: the function's log lines.
-    stdout: Arc<Mutex<Vec<String>>>,
-    /// Both streams, in the order read.
-    output: Arc<Mutex<Vec<String>>>,
+/// The redrive binary as Lambda runs it, with the topics `topics` and AWS at `sns`.
+fn spawn_redrive(api: &RuntimeApi, sns: &str, topics: &[(String, String)]) -> Bootstrap {
+    let mut env = lambda_env(api, "im-exception-redrive", sns);
+    env.extend(topics.iter().cloned());
+    Bootstrap::spawn(REDRIVE, &env)
 }
 
-impl RedriveProcess {
-    fn spawn(runtime_api: &RuntimeApi, sns: &str, topics: &[(String, String)]) -> RedriveProcess {
-        let mut child = Command::new(BIN)
-            .env_clear()
-            .env("AWS_LAMBDA_RUNTIME_API", runtime_api.addr.to_string())
-            .env("AWS_LAMBDA_FUNCTION_NAME", "im-exception-redrive")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
-            .env("AWS_REGION", world::REGION)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_ENDPOINT_URL", sns)
-            .envs(topics.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start im-exception-redrive");
-        let stdout = Arc::new(Mutex::new(Vec::new()));
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for (pipe, only) in [
-            (
-                Box::new(child.stdout.take().unwrap())
-                    as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
-                Some(stdout.clone()),
-            ),
-            (Box::new(child.stderr.take().unwrap()), None),
-        ] {
-            let all = output.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(pipe).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Some(only) = &only {
-                        only.lock().unwrap().push(line.clone());
-                    }
-                    all.lock().unwrap().push(line);
-                }
-            });
-        }
-        RedriveProcess {
-            child,
-            stdout,
-            output,
-        }
-    }
-
-    /// The `event: redrive` lines logged so far, once there are `expected` of them.
-    async fn batch_lines(&self, expected: usize) -> Vec<Value> {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let lines: Vec<Value> = self
-                .stdout
-                .lock()
-                .unwrap()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| v["event"] == "redrive")
-                .collect();
-            if lines.len() >= expected || Instant::now() > deadline {
-                return lines;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn output(&self) -> Vec<String> {
-        self.output.lock().unwrap().clone()
-    }
+/// The `event: redrive` lines on `redrive`'s standard output, once there are `expected` of them.
+async fn batch_lines(redrive: &Bootstrap, expected: usize) -> Vec<Value> {
+    let batches = |stdout: &[String]| -> Vec<Value> {
+        stdout
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["event"] == "redrive")
+            .collect()
+    };
+    batches(
+        &redrive
+            .stdout_when(|stdout| batches(stdout).len() >= expected)
+            .await,
+    )
 }
 
 /// What the function posted for invocation `id`.
@@ -319,28 +192,28 @@ async fn a_batch_is_redriven(world: World, test: &str) {
 
     let mut api = RuntimeApi::start().await;
     api.set_timeout(Duration::from_secs(60));
-    let redrive = RedriveProcess::spawn(&api, &scene.proxy.url(), &scene.topic_env());
+    let redrive = spawn_redrive(&api, &scene.proxy.url(), &scene.topic_env());
     for batch in 1..=2 {
         let id = api.invoke(&scene.event());
         let posted = posted_for(&mut api, &id).await;
         assert!(
             posted.is_response_of(&id),
             "{posted:?}\n{:#?}",
-            redrive.output()
+            redrive.lines()
         );
         let answer: Value = serde_json::from_str(&posted.body).unwrap();
         assert_eq!(
             answer,
             json!({"redriven": 5, "repeated": 0, "skipped": scene.not_records()}),
             "{:#?}",
-            redrive.output()
+            redrive.lines()
         );
-        let lines = redrive.batch_lines(batch).await;
+        let lines = batch_lines(&redrive, batch).await;
         assert_eq!(
             lines.len(),
             batch,
             "one line per batch: {:#?}",
-            redrive.output()
+            redrive.lines()
         );
         let line = &lines[batch - 1];
         assert_batch_line(line, "redriven", 5, 0);
@@ -353,9 +226,17 @@ async fn a_batch_is_redriven(world: World, test: &str) {
         let deliveries = scene.world.received(*category, 2).await;
         let copies = if fifo { 1 } else { 2 };
         assert_eq!(deliveries.len(), copies, "{category}: {deliveries:#?}");
-        scene
-            .assert_as_the_webhook_publishes(&fresh, &deliveries[0], body, *category)
-            .await;
+        // Exactly as the webhook publishes it: a fresh publish on `fresh`'s topics (a FIFO
+        // topic would drop a second copy) delivers the same.
+        support::assert_published_as_the_function_would(
+            &scene.world,
+            &deliveries[0],
+            &scene.log.join("\n"),
+            body,
+            *category,
+            (&fresh.0, fresh.1),
+        )
+        .await;
         for copy in &deliveries[1..] {
             assert_eq!(
                 copy.notification["Message"], deliveries[0].notification["Message"],
@@ -435,7 +316,7 @@ async fn with_sns_down_the_batch_fails_and_its_dead_letter_record_is_replayed_on
     let scene = Scene::new(World::fifo("rd-down").await).await;
     let mut api = RuntimeApi::start().await;
     api.set_timeout(Duration::from_secs(60));
-    let redrive = RedriveProcess::spawn(&api, &scene.proxy.url(), &scene.topic_env());
+    let redrive = spawn_redrive(&api, &scene.proxy.url(), &scene.topic_env());
 
     let event = scene.event();
     let started = Instant::now();
@@ -450,8 +331,8 @@ async fn with_sns_down_the_batch_fails_and_its_dead_letter_record_is_replayed_on
         message.contains("5 of 5 records not published"),
         "{message}"
     );
-    let lines = redrive.batch_lines(1).await;
-    assert_eq!(lines.len(), 1, "{:#?}", redrive.output());
+    let lines = batch_lines(&redrive, 1).await;
+    assert_eq!(lines.len(), 1, "{:#?}", redrive.lines());
     assert_batch_line(&lines[0], "failed", 0, 5);
     scene.world.assert_nothing_published().await;
     eprintln!(
@@ -515,22 +396,8 @@ async fn with_sns_down_the_batch_fails_and_its_dead_letter_record_is_replayed_on
             "{category}: exactly once: {deliveries:#?}"
         );
         let delivery = &deliveries[0];
-        let message = delivery.notification["Message"].as_str().unwrap();
-        assert!(
-            scene
-                .log
-                .iter()
-                .any(|l| l.contains(&format!("\"envelope\":{message}"))),
-            "{category}: the logged envelope, byte for byte"
-        );
-        assert_eq!(delivery.envelope()["callback"], *body);
-        assert_eq!(
-            delivery
-                .system_attributes
-                .get("MessageDeduplicationId")
-                .map(String::as_str),
-            delivery.envelope()["dedupKey"].as_str()
-        );
+        support::assert_logged_envelope(delivery, &scene.log.join("\n"), body);
+        delivery.assert_fifo_ids(body["GroupId"].as_str().unwrap());
     }
     scene.world.assert_nothing_published().await;
     drop(redrive);
@@ -559,18 +426,9 @@ async fn a_missing_or_malformed_topic_variable_stops_the_redrives_cold_start_nam
         if let Some(value) = value {
             env.push((variable.into(), value.into()));
         }
-        let mut redrive = RedriveProcess::spawn(&api, "http://127.0.0.1:9", &env);
-        let status = tokio::time::timeout(Duration::from_secs(20), redrive.child.wait())
-            .await
-            .expect("the redrive function stops")
-            .unwrap();
-        assert!(!status.success(), "{variable}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let lines = redrive.output();
-        assert_eq!(lines.len(), 1, "one line: {lines:#?}");
-        assert!(lines[0].contains(variable), "{lines:#?}");
-        assert!(lines[0].contains("configuration error"), "{lines:#?}");
-        let line: Value = serde_json::from_str(&lines[0]).expect("a JSON line");
+        let mut redrive = spawn_redrive(&api, "http://127.0.0.1:9", &env);
+        let line = redrive.assert_configuration_error(variable).await;
+        let line: Value = serde_json::from_str(&line).expect("a JSON line");
         assert_eq!(line["variable"], variable);
         // It never asked for an event.
         let id = api.invoke(&json!({"awslogs": {"data": ""}}));

@@ -54,6 +54,24 @@ impl Call {
         self
     }
 
+    /// Gives query parameter `name` the value `value`, where it stands (added if it is not
+    /// there).
+    pub fn set_param(mut self, name: &str, value: &str) -> Call {
+        match self.query.iter_mut().find(|(k, _)| k == name) {
+            Some((_, v)) => *v = value.into(),
+            None => self.query.push((name.into(), value.into())),
+        }
+        self
+    }
+
+    /// The value of the first query parameter named `name`.
+    pub fn param_value(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// Removes every query parameter named `name` (exact case).
     pub fn without_param(mut self, name: &str) -> Call {
         self.query.retain(|(k, _)| k != name);

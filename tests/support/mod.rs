@@ -5,14 +5,17 @@
 // Each test binary (integration, faults, load, …) uses its own part of the harness.
 #![allow(dead_code)]
 
+pub mod bootstrap;
 pub mod events;
 pub mod fault_proxy;
 pub mod logs;
 pub mod moto;
 pub mod replay_bin;
+pub mod runtime_api;
 pub mod upstream;
 pub mod world;
 
+use im_exception_webhook::classify::Category;
 use im_exception_webhook::config::Config;
 use im_exception_webhook::handler::{self, LambdaApp};
 use lambda_http::request::LambdaRequest;
@@ -28,6 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use events::Call;
 #[allow(unused_imports)]
 pub use logs::Logs;
+use world::Delivery;
 #[allow(unused_imports)]
 pub use world::World;
 
@@ -131,6 +135,25 @@ pub fn callback(error_code: Value, group_id: &str) -> Value {
         "EventTime": 1670574414123_i64,
         "SomethingNew": {"kept": [true, null, 1.5]}
     })
+}
+
+/// One exception of each category, each in a group of its own, `{group_prefix}{category}`.
+pub fn one_of_each(group_prefix: &str) -> Vec<(Category, Value)> {
+    [
+        (Category::InvalidGroup, 10004),
+        (Category::FrequencyLimit, 10023),
+        (Category::ContentFilter, 80004),
+        (Category::MutedSender, 20012),
+        (Category::Unclassified, 12345),
+    ]
+    .into_iter()
+    .map(|(category, code)| {
+        (
+            category,
+            callback(json!(code), &format!("{group_prefix}{category}")),
+        )
+    })
+    .collect()
 }
 
 /// DESIGN.md's `dedupKey`, computed independently of the crate: lowercase hex SHA-256 of
@@ -255,4 +278,60 @@ pub async fn setup(
     let mut env = world.env();
     tweak(&mut env);
     function(&env, &world.endpoint).await
+}
+
+/// Checks that `delivery`'s Message is the envelope a `publish_failed` record of the function's
+/// log `log` ends with, byte for byte, and that it holds the callback `body`.
+#[track_caller]
+pub fn assert_logged_envelope(delivery: &Delivery, log: &str, body: &Value) {
+    let message = delivery.notification["Message"].as_str().unwrap();
+    let logged = format!("\"envelope\":{message}}}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(r#""event":"publish_failed""#) && l.ends_with(&logged)),
+        "the Message is the envelope of a logged record, byte for byte:\n{message}\n{log}"
+    );
+    assert_eq!(delivery.envelope()["callback"], *body);
+}
+
+/// Checks that `delivery`, a message republished on `world`'s topic for `category` from the
+/// function's log `log`, is what the function would have published for `body`: its Message is
+/// a logged envelope of `body` ([`assert_logged_envelope`]); and a fresh publish of the same
+/// callback by `fresh`'s function (its SNS reachable, on its world's topics) delivers the same
+/// subject, message attributes, FIFO group and deduplication ids, and the same envelope but for
+/// `receivedAt`.
+pub async fn assert_published_as_the_function_would(
+    world: &World,
+    delivery: &Delivery,
+    log: &str,
+    body: &Value,
+    category: Category,
+    fresh: (&World, &'static LambdaApp),
+) {
+    assert_logged_envelope(delivery, log, body);
+    assert_eq!(
+        delivery.notification["TopicArn"],
+        world.topic(category).topic_arn.as_str()
+    );
+
+    let (fresh_world, fresh_app) = fresh;
+    invoke(fresh_app, &Call::chat(body.to_string()).http_api())
+        .await
+        .assert_acknowledged();
+    let published = fresh_world.only_delivery(category).await;
+    assert_eq!(delivery.subject(), published.subject());
+    assert_eq!(delivery.attributes(), published.attributes());
+    for id in ["MessageGroupId", "MessageDeduplicationId"] {
+        assert_eq!(
+            delivery.system_attributes.get(id),
+            published.system_attributes.get(id),
+            "{id}"
+        );
+    }
+    let without_time = |d: &Delivery| {
+        let mut envelope = d.envelope();
+        envelope.as_object_mut().unwrap().remove("receivedAt");
+        envelope
+    };
+    assert_eq!(without_time(delivery), without_time(&published));
 }

@@ -59,6 +59,23 @@ impl Delivery {
         self.notification["Subject"].as_str()
     }
 
+    /// The FIFO ids SQS reports for the message: group `group`, and the envelope's
+    /// `dedupKey` as the deduplication id.
+    #[track_caller]
+    pub fn assert_fifo_ids(&self, group: &str) {
+        let system = &self.system_attributes;
+        assert_eq!(
+            system.get("MessageGroupId").map(String::as_str),
+            Some(group),
+            "{self:#?}"
+        );
+        assert_eq!(
+            system.get("MessageDeduplicationId").map(String::as_str),
+            self.envelope()["dedupKey"].as_str(),
+            "{self:#?}"
+        );
+    }
+
     /// `MessageAttributes` as name -> (Type, Value).
     pub fn attributes(&self) -> HashMap<String, (String, String)> {
         let Some(map) = self.notification["MessageAttributes"].as_object() else {
@@ -75,6 +92,14 @@ impl Delivery {
             })
             .collect()
     }
+}
+
+/// The callbacks the envelopes of `deliveries` carry, in the order received.
+pub fn callbacks(deliveries: &[Delivery]) -> Vec<Value> {
+    deliveries
+        .iter()
+        .map(|d| d.envelope()["callback"].clone())
+        .collect()
 }
 
 pub struct Subscribed {

@@ -4,9 +4,6 @@
 //! `Lambda-Runtime-Function-Error-Type`) or an init error. Any JSON event will do: an API
 //! Gateway request, a CloudWatch Logs subscription event.
 
-// Each test binary that runs a bootstrap uses its own part of it.
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -94,6 +91,19 @@ impl RuntimeApi {
             .await
             .ok()
             .flatten()
+    }
+
+    /// Invokes the bootstrap with `event` and returns the response it posted for it within
+    /// 20 s, parsed (for an API Gateway event: `statusCode`, `body`, …); anything else posted
+    /// first, or nothing, fails the test.
+    pub async fn call(&mut self, event: &serde_json::Value) -> serde_json::Value {
+        let id = self.invoke(event);
+        let posted = self
+            .next_posted(Duration::from_secs(20))
+            .await
+            .expect("the bootstrap answers");
+        assert!(posted.is_response_of(&id), "{posted:?}");
+        serde_json::from_str(&posted.body).expect("the response is JSON")
     }
 }
 
