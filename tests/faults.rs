@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use support::fault_proxy::{Arrival, Fault, FaultProxy, Kill, Met, Mode};
-use support::world::Delivery;
+use support::world::{self, Delivery};
 use support::{Call, Logs, World, callback, invoke, replay_bin};
 
 const GROUP: &str = "@TGS#2J4SZEAEL";
@@ -114,10 +114,8 @@ impl Faulty {
         summary.to_string()
     }
 
-    /// Checks that `delivery`, the replay of a logged envelope, is what the function publishes:
-    /// the Message is the logged envelope byte for byte, and a fresh publish of the same callback
-    /// (SNS healthy) delivers the same subject and attributes, and the same envelope but for
-    /// `receivedAt`.
+    /// Checks that `delivery`, the replay of a record of `log`, is what the function publishes
+    /// (SNS healthy again for a fresh publish of the same callback).
     async fn assert_published_as_the_function_would(
         &self,
         log: &str,
@@ -125,29 +123,16 @@ impl Faulty {
         body: &Value,
         category: Category,
     ) {
-        let message = delivery.notification["Message"].as_str().unwrap();
-        assert!(
-            log.contains(&format!("\"envelope\":{message}")),
-            "the replayed Message is the logged envelope, byte for byte:\n{message}\n{log}"
-        );
-        assert_eq!(
-            delivery.notification["TopicArn"],
-            self.world.topic(category).topic_arn.as_str()
-        );
-
         self.proxy.set(Mode::PassThrough).await;
-        invoke(self.app, &Call::chat(body.to_string()).http_api())
-            .await
-            .assert_acknowledged();
-        let fresh = self.world.only_delivery(category).await;
-        assert_eq!(delivery.subject(), fresh.subject());
-        assert_eq!(delivery.attributes(), fresh.attributes());
-        let without_time = |d: &Delivery| {
-            let mut envelope = d.envelope();
-            envelope.as_object_mut().unwrap().remove("receivedAt");
-            envelope
-        };
-        assert_eq!(without_time(delivery), without_time(&fresh));
+        support::assert_published_as_the_function_would(
+            &self.world,
+            delivery,
+            log,
+            body,
+            category,
+            (&self.world, self.app),
+        )
+        .await;
     }
 }
 
@@ -275,16 +260,7 @@ async fn a_publish_sns_took_after_the_deadline_arrives_again_with_the_same_dedup
 async fn a_log_from_a_run_with_sns_unreachable_is_replayed_in_full_once_sns_is_back() {
     let f = Faulty::standard("unreachable-run", Mode::Refuse).await;
     let (logs, _guard) = Logs::capture();
-    let sent: Vec<(Category, Value)> = [
-        (Category::InvalidGroup, 10004),
-        (Category::FrequencyLimit, 10023),
-        (Category::ContentFilter, 80004),
-        (Category::MutedSender, 20012),
-        (Category::Unclassified, 12345),
-    ]
-    .into_iter()
-    .map(|(category, code)| (category, callback(json!(code), &format!("@TGS#{category}"))))
-    .collect();
+    let sent = support::one_of_each("@TGS#");
 
     for (category, body) in &sent {
         f.fails(&logs, body, *category).await;
@@ -329,9 +305,7 @@ async fn a_log_from_a_run_with_sns_unreachable_is_replayed_in_full_once_sns_is_b
     for (category, body) in &sent {
         let delivery = f.world.received(*category, 1).await;
         assert_eq!(delivery.len(), 1, "{category}: {delivery:#?}");
-        let message = delivery[0].notification["Message"].as_str().unwrap();
-        assert!(log.contains(&format!("\"envelope\":{message}")));
-        assert_eq!(delivery[0].envelope()["callback"], *body);
+        support::assert_logged_envelope(&delivery[0], &log, body);
         assert_eq!(delivery[0].envelope()["category"], category.as_str());
     }
     f.world.assert_nothing_published().await;
@@ -387,22 +361,13 @@ async fn replaying_filter_log_events_output_into_a_fifo_topic_twice_delivers_onc
     }
 
     let deliveries = f.world.received(Category::ContentFilter, 2).await;
-    let callbacks: Vec<Value> = deliveries
-        .iter()
-        .map(|d| d.envelope()["callback"].clone())
-        .collect();
-    assert_eq!(callbacks, [first, second], "each once, in order");
+    assert_eq!(
+        world::callbacks(&deliveries),
+        [first, second],
+        "each once, in order"
+    );
     for delivery in &deliveries {
-        let envelope = delivery.envelope();
-        let system = &delivery.system_attributes;
-        assert_eq!(
-            system.get("MessageDeduplicationId").map(String::as_str),
-            envelope["dedupKey"].as_str()
-        );
-        assert_eq!(
-            system.get("MessageGroupId").map(String::as_str),
-            Some(GROUP)
-        );
+        delivery.assert_fifo_ids(GROUP);
     }
     f.world.assert_nothing_published().await;
 }

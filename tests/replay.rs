@@ -43,16 +43,7 @@ mod against_moto {
 
     /// One callback per category, as in the function's own fault tests.
     fn one_of_each() -> Vec<(Category, Value)> {
-        [
-            (Category::InvalidGroup, 10004),
-            (Category::FrequencyLimit, 10023),
-            (Category::ContentFilter, 80004),
-            (Category::MutedSender, 20012),
-            (Category::Unclassified, 12345),
-        ]
-        .into_iter()
-        .map(|(category, code)| (category, callback(json!(code), &format!("@TGS#{category}"))))
-        .collect()
+        support::one_of_each("@TGS#")
     }
 
     /// `body` with another `Random`: another exception, same category and group.
@@ -160,44 +151,42 @@ mod against_moto {
         }
 
         /// Checks that `delivery`, the replay of the record of `body`, is what the function
-        /// publishes: the Message is the logged envelope byte for byte, and a fresh publish of
-        /// the same callback (SNS reachable) has the same subject and attributes, and the same
-        /// envelope but for `receivedAt`.
+        /// publishes (SNS reachable for a fresh publish of the same callback, refused again
+        /// after it).
         async fn assert_as_the_function_publishes(
             &self,
             delivery: &Delivery,
             body: &Value,
             category: Category,
         ) {
-            let message = delivery.notification["Message"].as_str().unwrap();
-            let record = self.record_of(body);
-            assert!(
-                record.ends_with(&format!("\"envelope\":{message}}}")),
-                "the Message is the logged envelope, byte for byte:\n{message}\n{record}"
-            );
-            assert_eq!(
-                delivery.notification["TopicArn"],
-                self.world.topic(category).topic_arn.as_str()
-            );
-
             self.proxy.set(Mode::PassThrough).await;
-            invoke(self.app, &Call::chat(body.to_string()).http_api())
-                .await
-                .assert_acknowledged();
+            support::assert_published_as_the_function_would(
+                &self.world,
+                delivery,
+                &self.log.join("\n"),
+                body,
+                category,
+                (&self.world, self.app),
+            )
+            .await;
             self.proxy.set(Mode::Refuse).await;
-            let fresh = self.world.only_delivery(category).await;
-            assert_eq!(delivery.subject(), fresh.subject());
-            assert_eq!(delivery.attributes(), fresh.attributes());
-            assert_eq!(
-                delivery.system_attributes.get("MessageGroupId"),
-                fresh.system_attributes.get("MessageGroupId")
-            );
-            let without_time = |d: &Delivery| {
-                let mut envelope = d.envelope();
-                envelope.as_object_mut().unwrap().remove("receivedAt");
-                envelope
-            };
-            assert_eq!(without_time(delivery), without_time(&fresh));
+        }
+
+        /// Checks that each of `sent` was delivered once, to its own category's topic and
+        /// nowhere else, as the function publishes it.
+        async fn assert_each_delivered_as_published(&self, sent: &[(Category, Value)]) {
+            let mut deliveries = Vec::new();
+            for (category, body) in sent {
+                let got = self.world.received(*category, 1).await;
+                assert_eq!(got.len(), 1, "{category}: {got:#?}");
+                assert_eq!(got[0].envelope()["callback"], *body);
+                deliveries.push(got.into_iter().next().unwrap());
+            }
+            self.world.assert_nothing_published().await;
+            for ((category, body), delivery) in sent.iter().zip(&deliveries) {
+                self.assert_as_the_function_publishes(delivery, body, *category)
+                    .await;
+            }
         }
     }
 
@@ -372,18 +361,7 @@ mod against_moto {
             "each record is named by its log group, stream and time: {replayed:#?}"
         );
 
-        let mut deliveries = Vec::new();
-        for (category, body) in &sent {
-            let got = down.world.received(*category, 1).await;
-            assert_eq!(got.len(), 1, "{category}: {got:#?}");
-            assert_eq!(got[0].envelope()["callback"], *body);
-            deliveries.push(got.into_iter().next().unwrap());
-        }
-        down.world.assert_nothing_published().await;
-        for ((category, body), delivery) in sent.iter().zip(&deliveries) {
-            down.assert_as_the_function_publishes(delivery, body, *category)
-                .await;
-        }
+        down.assert_each_delivered_as_published(&sent).await;
     }
 
     #[tokio::test]
@@ -460,11 +438,7 @@ mod against_moto {
         let run = down.replay(&["--log-group", &group, "--since", "1h"]).await;
         run.assert_summary(2, 0);
         let got = down.world.received(Category::ContentFilter, 2).await;
-        let callbacks: Vec<Value> = got
-            .iter()
-            .map(|d| d.envelope()["callback"].clone())
-            .collect();
-        assert_eq!(callbacks, [first, second], "{got:#?}");
+        assert_eq!(world::callbacks(&got), [first, second], "{got:#?}");
         down.world.assert_nothing_published().await;
     }
 
@@ -531,18 +505,7 @@ mod against_moto {
         assert_eq!(run.report_lines("deleted").len(), 2, "{}", run.stderr);
         assert!(queued(&sqs, &queue).await.is_empty(), "{}", run.stderr);
 
-        let mut deliveries = Vec::new();
-        for (category, body) in &sent {
-            let got = down.world.received(*category, 1).await;
-            assert_eq!(got.len(), 1, "{category}: {got:#?}");
-            assert_eq!(got[0].envelope()["callback"], *body);
-            deliveries.push(got.into_iter().next().unwrap());
-        }
-        down.world.assert_nothing_published().await;
-        for ((category, body), delivery) in sent.iter().zip(&deliveries) {
-            down.assert_as_the_function_publishes(delivery, body, *category)
-                .await;
-        }
+        down.assert_each_delivered_as_published(&sent).await;
 
         // Drained: another run finds nothing.
         let run = down.replay(&["--queue", &queue]).await;
@@ -656,26 +619,14 @@ mod against_moto {
         }
 
         let deliveries = down.world.received(Category::ContentFilter, 2).await;
-        let mut callbacks: Vec<Value> = deliveries
-            .iter()
-            .map(|d| d.envelope()["callback"].clone())
-            .collect();
+        let mut callbacks = world::callbacks(&deliveries);
         let mut expected = vec![first, second];
         for list in [&mut callbacks, &mut expected] {
             list.sort_by_key(|c| c["Random"].as_u64());
         }
         assert_eq!(callbacks, expected, "each once");
         for delivery in &deliveries {
-            let envelope = delivery.envelope();
-            let system = &delivery.system_attributes;
-            assert_eq!(
-                system.get("MessageDeduplicationId").map(String::as_str),
-                envelope["dedupKey"].as_str()
-            );
-            assert_eq!(
-                system.get("MessageGroupId").map(String::as_str),
-                Some("@TGS#fifo-twice")
-            );
+            delivery.assert_fifo_ids("@TGS#fifo-twice");
         }
         down.world.assert_nothing_published().await;
     }
