@@ -177,15 +177,7 @@ async fn fifo_topic_gets_the_group_id_and_the_dedup_key() {
     let delivery = world.only_delivery(Category::FrequencyLimit).await;
     let envelope = delivery.envelope();
     assert_envelope(&envelope, "frequency_limit", 10023, &body, (before, after));
-    let system = &delivery.system_attributes;
-    assert_eq!(
-        system.get("MessageGroupId").map(String::as_str),
-        Some(GROUP)
-    );
-    assert_eq!(
-        system.get("MessageDeduplicationId").map(String::as_str),
-        envelope["dedupKey"].as_str()
-    );
+    delivery.assert_fifo_ids(GROUP);
 }
 
 #[tokio::test]
@@ -207,12 +199,8 @@ async fn fifo_topic_delivers_a_repeated_callback_once() {
 
     // Waits for the two expected; a third (the repeat) would already be queued and show up.
     let deliveries = world.received(Category::ContentFilter, 2).await;
-    let callbacks: Vec<Value> = deliveries
-        .iter()
-        .map(|d| d.envelope()["callback"].clone())
-        .collect();
     assert_eq!(
-        callbacks,
+        support::world::callbacks(&deliveries),
         [body, other],
         "the repeat is dropped, the rest kept"
     );
@@ -261,12 +249,7 @@ async fn refused(
     let answer = invoke(app, &call().http_api()).await;
     answer.assert_fail(status);
     world.assert_nothing_published().await;
-    let rejected: Vec<Value> = logs
-        .events("callback")
-        .into_iter()
-        .filter(|r| r["outcome"] == "rejected")
-        .collect();
-    assert_eq!(rejected.len(), 1, "one rejected record: {}", logs.text());
+    logs.rejection();
     (answer, logs)
 }
 

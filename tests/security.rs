@@ -117,13 +117,7 @@ fn good_sign(time: u64) -> String {
 
 /// The reason of the one `rejected` record in `logs`.
 fn rejection_reason(logs: &Logs) -> String {
-    let rejected: Vec<Value> = logs
-        .events("callback")
-        .into_iter()
-        .filter(|r| r["outcome"] == "rejected")
-        .collect();
-    assert_eq!(rejected.len(), 1, "{}", logs.text());
-    rejected[0]["reason"].as_str().unwrap().to_owned()
+    logs.rejection()["reason"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]

@@ -80,6 +80,18 @@ impl Logs {
             .filter(|r| r["event"] == event)
             .collect()
     }
+
+    /// The one `callback` record whose outcome is `rejected`; there must be exactly one.
+    #[track_caller]
+    pub fn rejection(&self) -> Value {
+        let mut rejected: Vec<Value> = self
+            .events("callback")
+            .into_iter()
+            .filter(|r| r["outcome"] == "rejected")
+            .collect();
+        assert_eq!(rejected.len(), 1, "one rejected record: {}", self.text());
+        rejected.pop().unwrap()
+    }
 }
 
 /// The envelope a record carries for replay: written into the line as a JSON object (the
