@@ -41,11 +41,6 @@ mod against_moto {
     const HOUR_MS: i64 = 60 * MINUTE_MS;
     const STREAM: &str = "2026/12/01/[$LATEST]0123456789abcdef";
 
-    /// One callback per category, as in the function's own fault tests.
-    fn one_of_each() -> Vec<(Category, Value)> {
-        support::one_of_each("@TGS#")
-    }
-
     /// `body` with another `Random`: another exception, same category and group.
     fn another(body: &Value, random: u64) -> Value {
         let mut other = body.clone();
@@ -81,6 +76,15 @@ mod against_moto {
     impl Down {
         async fn standard(test: &str, bodies: &[&Value]) -> Down {
             Down::new(World::standard(test).await, bodies).await
+        }
+
+        /// One callback per category, as in the function's own fault tests, sent to a
+        /// function on standard topics while SNS is down: the callbacks and the function.
+        async fn one_of_each(test: &str) -> (Vec<(Category, Value)>, Down) {
+            let sent = support::one_of_each("@TGS#");
+            let bodies: Vec<&Value> = sent.iter().map(|(_, body)| body).collect();
+            let down = Down::standard(test, &bodies).await;
+            (sent, down)
         }
 
         async fn fifo(test: &str, bodies: &[&Value]) -> Down {
@@ -340,9 +344,7 @@ mod against_moto {
 
     #[tokio::test]
     async fn a_log_group_replay_delivers_each_exception_as_the_function_would_have_published_it() {
-        let sent = one_of_each();
-        let bodies: Vec<&Value> = sent.iter().map(|(_, body)| body).collect();
-        let down = Down::standard("logs-each", &bodies).await;
+        let (sent, down) = Down::one_of_each("logs-each").await;
         let now = support::now_millis();
         let mut log: Vec<&str> = vec!["START RequestId: 1 Version: $LATEST"];
         log.extend(down.log.iter().map(String::as_str));
@@ -444,9 +446,7 @@ mod against_moto {
 
     #[tokio::test]
     async fn a_dry_run_says_what_it_would_publish_and_publishes_and_deletes_nothing() {
-        let sent = one_of_each();
-        let bodies: Vec<&Value> = sent.iter().map(|(_, body)| body).collect();
-        let down = Down::standard("dry-run", &bodies).await;
+        let (sent, down) = Down::one_of_each("dry-run").await;
         let now = support::now_millis();
         let log: Vec<&str> = down.log.iter().map(String::as_str).collect();
         let group = log_group("dry-run", &as_refs(&at(now - MINUTE_MS, &log))).await;
@@ -489,9 +489,7 @@ mod against_moto {
 
     #[tokio::test]
     async fn the_dead_letter_queue_is_replayed_and_each_message_deleted_once_published() {
-        let sent = one_of_each();
-        let bodies: Vec<&Value> = sent.iter().map(|(_, body)| body).collect();
-        let down = Down::standard("queue-drain", &bodies).await;
+        let (sent, down) = Down::one_of_each("queue-drain").await;
         let records = down.records();
         let (sqs, queue) = dead_letter_queue("queue-drain").await;
         // Two failed batches, one with a line that is not a record in it.
