@@ -54,7 +54,7 @@ REGION = "us-east-1"
 CATEGORIES = ["invalid_group", "frequency_limit", "content_filter", "muted_sender", "unclassified"]
 TOPIC_PREFIX = "im-exception-"
 EXCEPTION_COMMAND = "Group.CallbackSendMsgException"
-# DESIGN.md's message attributes, in its order (for the table).
+# The message attributes of docs/contract.md, in its order (for the table).
 ATTRIBUTE_ORDER = ["category", "errorCode", "groupId", "groupType", "fromAccount",
                    "operatorAccount", "sdkAppId", "optPlatform", "dedupKey"]
 ACKNOWLEDGEMENT = '{"ActionStatus":"OK","ErrorInfo":"","ErrorCode":0}'
@@ -693,7 +693,7 @@ def drain_queues(moto_url: str, wiring: dict) -> list[dict]:
 
 
 def expected_dedup_key(call: Call) -> str | None:
-    """DESIGN.md's dedupKey for the callback in this event, computed independently here so
+    """The dedupKey of docs/contract.md for the callback in this event, computed independently here so
     that it both finds the event a message came from and checks the function's."""
     try:
         cb = json.loads(call.body or b"")
@@ -771,7 +771,7 @@ def check_delivery(call: Call, delivery: dict, envelope: dict) -> None:
     if envelope.get("clientIp") != query.get("clientip"):
         wrong.append(f"clientIp {envelope.get('clientIp')}, sent {query.get('clientip')}")
     if attributes.get("dedupKey") != expected_dedup_key(call):
-        wrong.append("dedupKey differs from DESIGN.md's formula")
+        wrong.append("dedupKey differs from the formula of docs/contract.md")
     call.problems += [f"published message: {w}" for w in wrong]
 
 

@@ -55,7 +55,7 @@ async fn publishes_to_its_topic(test: &str, category: Category, body: Value, err
     );
 }
 
-/// Every message attribute DESIGN.md lists, with its SNS type; one whose value would be empty
+/// Every message attribute docs/contract.md lists, with its SNS type; one whose value would be empty
 /// is absent.
 fn expected_attributes(
     category: Category,
@@ -232,7 +232,7 @@ async fn fifo_topic_uses_dash_as_the_group_of_an_empty_group_id() {
 }
 
 // ----------------------------------------------------------------------------------------
-// Refusals, in DESIGN.md's order: nothing is published, and the answer is a FAIL body.
+// Refusals, in the order of docs/contract.md: nothing is published, and the answer is a FAIL body.
 // ----------------------------------------------------------------------------------------
 
 /// Sends `call` to a fresh function configured by `tweak` and checks that it is refused with

@@ -1,6 +1,6 @@
 //! Property tests of the pure decision (no network): the envelope's `callback` is the body as
 //! sent, `dedupKey` is stable, classification is total and honours the overrides, and
-//! `decide` answers any request at all with a decision or a refusal from DESIGN.md's table.
+//! `decide` answers any request at all with a decision or a refusal from the table of docs/contract.md.
 //!
 //! `PROPTEST_CASES=N` runs N cases per property instead of each property's default.
 
@@ -351,7 +351,7 @@ fn one_rendering(fields: KeyFields) -> impl Strategy<Value = String> {
         })
 }
 
-/// DESIGN.md's key, computed here from the values.
+/// The key of docs/contract.md, computed here from the values.
 fn expected_key(f: &KeyFields) -> String {
     let decimal = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
     let preimage = [
@@ -383,7 +383,7 @@ proptest! {
 
     /// Two renderings of the same callback (numbers vs numeric strings, absent vs null vs
     /// empty, other unknown fields, other formatting), received at different times, have one
-    /// key: DESIGN.md's hash of the values.
+    /// key: the hash of docs/contract.md of the values.
     #[test]
     fn the_dedup_key_depends_on_the_values_only(
         (fields, first, second) in key_fields().prop_flat_map(|f| {
@@ -416,7 +416,7 @@ proptest! {
 // Classification.
 // ----------------------------------------------------------------------------------------
 
-/// DESIGN.md's table, written out here rather than taken from the crate.
+/// The table of docs/contract.md, written out here rather than taken from the crate.
 fn design_category(code: i64) -> Category {
     match code {
         10004 | 10007 | 10010 | 10015 | 80002 => Category::InvalidGroup,
@@ -447,7 +447,7 @@ fn code() -> BoxedStrategy<i64> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1024))]
 
-    /// Every i64 has a category: the override when there is one, else DESIGN.md's table, and
+    /// Every i64 has a category: the override when there is one, else the table of docs/contract.md, and
     /// the decision sends it to that category's topic.
     #[test]
     fn classification_is_total_and_overrides_win(
@@ -481,7 +481,7 @@ proptest! {
 // decide, on anything.
 // ----------------------------------------------------------------------------------------
 
-/// DESIGN.md's refusal statuses, and the ErrorCode range of each.
+/// The refusal statuses of docs/contract.md, and the ErrorCode range of each.
 const REFUSALS: [u16; 5] = [405, 413, 403, 401, 400];
 
 /// A query parameter name: one Chat sends, in any case or percent-decoded, or anything.
@@ -559,7 +559,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(4096))]
 
     /// Any method, query and body: never a panic; either a decision, or a refusal with a status
-    /// from DESIGN.md's table, its ErrorCode in that status's range, and a message naming the
+    /// from the table of docs/contract.md, its ErrorCode in that status's range, and a message naming the
     /// problem without the token. A published exception passed every check.
     #[test]
     fn decide_answers_anything_with_a_decision_or_a_designed_refusal(

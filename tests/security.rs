@@ -142,7 +142,7 @@ async fn a_huge_body_that_is_not_json_gets_413_not_400() {
 async fn a_huge_body_is_refused_before_the_sdk_app_id_and_sign_are_looked_at() {
     let site = Site::signed("huge-before-auth").await;
     let huge = "x".repeat(262_145);
-    // Neither SdkAppid nor Sign: the size decides first, as DESIGN.md orders the checks.
+    // Neither SdkAppid nor Sign: the size decides first, as docs/contract.md orders the checks.
     site.both(chat_without_app_id().tap_body(&huge), 413).await;
 }
 
@@ -165,7 +165,7 @@ async fn deeply_nested_json_within_the_limit_is_published_as_sent_without_crashi
     // serde_json skips nested values without recursion (no stack to exhaust) and puts no depth
     // limit on what it skips: the callback is valid JSON, so it is published as received. A
     // subscriber whose parser limits depth (serde_json::Value: 128) cannot read such an
-    // envelope: see the README's threat model.
+    // envelope: see docs/security.md.
     // A 200 kB publish can take moto longer than the default attempt timeout on a loaded
     // machine, and an abandoned attempt that reached moto is delivered twice: this test is
     // about nesting, so it gives the publish room.

@@ -33,7 +33,7 @@ TEMPLATE = ROOT / "template.yaml"
 CONFIGURATION_MD = ROOT / "docs" / "configuration.md"
 CARGO_TOML = ROOT / "Cargo.toml"
 
-# Category wire name -> the template's topic resource. The wire names are DESIGN.md's.
+# Category wire name -> the template's topic resource. The wire names are those of docs/contract.md.
 TOPICS = {
     "invalid_group": "InvalidGroupTopic",
     "frequency_limit": "FrequencyLimitTopic",

@@ -156,7 +156,7 @@ pub fn one_of_each(group_prefix: &str) -> Vec<(Category, Value)> {
     .collect()
 }
 
-/// DESIGN.md's `dedupKey`, computed independently of the crate: lowercase hex SHA-256 of
+/// The `dedupKey` of docs/contract.md, computed independently of the crate: lowercase hex SHA-256 of
 /// `sdkAppId|GroupId|From_Account|Random|EventTime|ErrorCode`, numbers in decimal whether
 /// they arrived as numbers or strings, a missing or null field as the empty string.
 pub fn expected_dedup_key(sdk_app_id: &str, callback: &Value) -> String {
