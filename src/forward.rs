@@ -31,10 +31,12 @@ pub struct Forward<'a> {
 }
 
 /// The upstream's answer, passed on to Chat unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UpstreamAnswer {
     pub status: u16,
     pub content_type: Option<String>,
+    /// A redirect's target: the redirect is passed on whole, never followed.
+    pub location: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -147,6 +149,7 @@ impl HttpForwarder {
             .map_err(|e| Failure::Connection(e.to_string()))?;
         let status = response.status().as_u16();
         let content_type = response.headers().get("content-type").map(str::to_owned);
+        let location = response.headers().get("location").map(str::to_owned);
         let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
@@ -162,6 +165,7 @@ impl HttpForwarder {
         Ok(UpstreamAnswer {
             status,
             content_type,
+            location,
             body,
         })
     }

@@ -11,7 +11,8 @@ use crate::query::Query;
 use crate::record::{Kept, Record};
 use crate::rejection::Rejection;
 use crate::{EXCEPTION_COMMAND, config::bounded};
-use lambda_http::http::{HeaderValue, StatusCode, header::CONTENT_TYPE};
+use lambda_http::http::header::{CONTENT_TYPE, LOCATION};
+use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use std::borrow::Cow;
 use std::convert::Infallible;
@@ -310,7 +311,8 @@ async fn forward<P, F: Forwarder>(
     result
 }
 
-/// The upstream's answer, as Chat gets it: status, `Content-Type` and body unchanged.
+/// The upstream's answer, as Chat gets it: status, `Content-Type` (and a redirect's
+/// `Location`) and body unchanged.
 fn pass_on(answer: UpstreamAnswer) -> Response<Body> {
     let Ok(status) = StatusCode::from_u16(answer.status) else {
         return fail(&Rejection::UpstreamFailed);
@@ -321,11 +323,13 @@ fn pass_on(answer: UpstreamAnswer) -> Response<Body> {
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
-    if let Some(value) = answer
-        .content_type
-        .and_then(|c| HeaderValue::from_str(&c).ok())
-    {
-        response.headers_mut().insert(CONTENT_TYPE, value);
+    for (name, value) in [
+        (CONTENT_TYPE, answer.content_type),
+        (LOCATION, answer.location),
+    ] {
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            response.headers_mut().insert(name, value);
+        }
     }
     response
 }
@@ -393,6 +397,7 @@ mod tests {
             content_type: Some("application/json; charset=utf-8".into()),
             body: br#"{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"blocked by moderation"}"#
                 .to_vec(),
+            ..UpstreamAnswer::default()
         }
     }
 

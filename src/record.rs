@@ -98,7 +98,7 @@ impl Record<'_> {
         out.write_str(r#","envelope":"#)?;
         // A record must stay on one line. An envelope whose callback was sent pretty-printed
         // keeps its line breaks, so it is written as a JSON string instead, bytes exact.
-        if m.body.contains(['\n', '\r']) {
+        if m.body.bytes().any(|b| matches!(b, b'\n' | b'\r')) {
             json_string(out, &m.body)?;
         } else {
             out.write_str(&m.body)?;

@@ -158,10 +158,14 @@ fn form_decode(raw: &[u8]) -> Vec<(String, String)> {
 
 /// The answer's `Content-Type`, as API Gateway passes it on.
 fn content_type(answer: &Answer) -> Option<String> {
+    header(answer, "content-type")
+}
+
+fn header(answer: &Answer, name: &str) -> Option<String> {
     let headers = answer.raw["headers"].as_object()?;
     headers
         .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .and_then(|(_, v)| v.as_str())
         .map(str::to_owned)
 }
@@ -599,6 +603,11 @@ async fn a_redirect_is_passed_on_and_never_followed() {
 
     assert_eq!((answer.status, answer.body.as_str()), (302, "moved"));
     assert_eq!(content_type(&answer).as_deref(), Some("text/plain"));
+    assert_eq!(
+        header(&answer, "location"),
+        Some(upstream.url("/elsewhere")),
+        "Chat gets the redirect whole"
+    );
     let request = upstream.only_request();
     assert_eq!(
         request.path(),

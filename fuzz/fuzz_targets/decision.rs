@@ -19,7 +19,7 @@
 //!   sent RequestTime with a configured token;
 //! - a query command other than the exception's is forwarded when an upstream is configured and
 //!   acknowledged when not, with that command; a command read from the body is the body's;
-//! - every refusal is a status of DESIGN.md's table with ErrorCode / 10 == status, an ErrorInfo
+//! - every refusal is a status of the table of docs/contract.md with ErrorCode / 10 == status, an ErrorInfo
 //!   of bounded length that quotes no more than 100 characters of any caller string, and never
 //!   the token, the previous token or the expected Sign;
 //! - an exception: its envelope is JSON with the documented fields and ends with the body's JSON

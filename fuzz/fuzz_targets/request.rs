@@ -5,7 +5,7 @@
 //! publisher that succeeds or fails and an upstream that answers (any status, content type and
 //! body), is unreachable, times out or answers too much. Beyond "no panic", each run checks:
 //!
-//! - the answer is a status of DESIGN.md's table with a JSON FAIL body whose ErrorCode / 10 is
+//! - the answer is a status of the table of docs/contract.md with a JSON FAIL body whose ErrorCode / 10 is
 //!   the status (200 is the exact acknowledgement), or, for a forwarded command, the upstream's
 //!   answer unchanged (status, Content-Type, body bytes), or 502/5020 (no usable answer) or
 //!   504/5040 (timed out); and never holds a token or the upstream URL;
@@ -268,11 +268,13 @@ impl UpstreamInput<'_> {
             } => Ok(UpstreamAnswer {
                 status: status.unwrap_or(200),
                 content_type: content_type.map(str::to_owned),
+                location: None,
                 body: body.to_vec(),
             }),
             UpstreamInput::ChatAnswer => Ok(UpstreamAnswer {
                 status: 200,
                 content_type: Some("application/json; charset=utf-8".into()),
+                location: None,
                 body: br#"{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"blocked by moderation"}"#
                     .to_vec(),
             }),
