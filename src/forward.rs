@@ -14,7 +14,7 @@ use aws_smithy_types::body::SdkBody;
 use http_body_util::{BodyExt, Limited};
 use std::fmt;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The largest upstream answer passed on to Chat; Chat's own answers are a few hundred bytes.
 pub const MAX_ANSWER_BYTES: usize = 1 << 20;
@@ -182,33 +182,39 @@ impl Failure {
     fn unreachable(e: impl fmt::Display) -> Failure {
         Failure::Final(ForwardError::Unreachable(e.to_string()))
     }
+
+    fn into_error(self) -> ForwardError {
+        match self {
+            Failure::Connection(e) => ForwardError::Unreachable(e),
+            Failure::Final(e) => e,
+        }
+    }
 }
 
 impl Forwarder for HttpForwarder {
     async fn forward(&self, request: Forward<'_>) -> Result<UpstreamAnswer, ForwardError> {
         let url = forward_url(&self.upstream.url, request.query);
-        let timeout = self.upstream.timeout;
-        let started = Instant::now();
         let attempts = async {
             // A pooled connection that the upstream closed while Lambda froze this environment
             // fails as soon as it is used; one new connection at once saves the callback. The
             // upstream may then see it twice, as it may whenever Chat retries on its own.
-            match self.attempt(&url, &request).await {
-                Err(Failure::Connection(first)) => match self.attempt(&url, &request).await {
-                    Err(Failure::Connection(second)) => Err(ForwardError::Unreachable(format!(
-                        "{second} (and before it: {first})"
-                    ))),
-                    Err(Failure::Final(e)) => Err(e),
-                    Ok(answer) => Ok(answer),
-                },
-                Err(Failure::Final(e)) => Err(e),
-                Ok(answer) => Ok(answer),
-            }
+            let first = match self.attempt(&url, &request).await {
+                Err(Failure::Connection(first)) => first,
+                done => return done.map_err(Failure::into_error),
+            };
+            self.attempt(&url, &request)
+                .await
+                .map_err(|failure| match failure {
+                    Failure::Connection(second) => {
+                        ForwardError::Unreachable(format!("{second} (and before it: {first})"))
+                    }
+                    Failure::Final(e) => e,
+                })
         };
-        match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), attempts).await {
-            Ok(result) => result,
-            Err(_) => Err(ForwardError::TimedOut(timeout)),
-        }
+        let timeout = self.upstream.timeout;
+        tokio::time::timeout(timeout, attempts)
+            .await
+            .unwrap_or(Err(ForwardError::TimedOut(timeout)))
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::envelope::Rfc3339Millis;
 use serde_json::value::RawValue;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use tracing::field::{Field, Visit};
 use tracing::level_filters::LevelFilter;
 use tracing::{Event, Subscriber};
@@ -76,23 +76,29 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         if event.metadata().target() == crate::record::TARGET {
-            let mut line = RecordLine(None);
+            let mut line = RecordLine {
+                out: &mut writer,
+                written: None,
+            };
             event.record(&mut line);
-            if let Some(line) = line.0 {
-                return writeln!(writer, "{line}");
+            if let Some(written) = line.written {
+                return written;
             }
         }
         self.0.format_event(ctx, writer, event)
     }
 }
 
-/// The `record` field of a [`crate::record`] event.
-struct RecordLine(Option<String>);
+/// Writes the `record` field of a [`crate::record`] event as its line, without a copy.
+struct RecordLine<'a, W: fmt::Write> {
+    out: &'a mut W,
+    written: Option<fmt::Result>,
+}
 
-impl Visit for RecordLine {
+impl<W: fmt::Write> Visit for RecordLine<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "record" {
-            self.0 = Some(value.to_owned());
+            self.written = Some(writeln!(self.out, "{value}"));
         }
     }
 
@@ -120,67 +126,75 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut line = String::with_capacity(256);
-        line.push_str("{\"timestamp\":\"");
-        let _ = write!(line, "{}", Rfc3339Millis(std::time::SystemTime::now()));
-        line.push_str("\",\"level\":\"");
-        line.push_str(event.metadata().level().as_str());
-        line.push('"');
-        event.record(&mut JsonFields(&mut line));
-        line.push('}');
-        writeln!(writer, "{line}")
+        // Written straight into the subscriber's line buffer: no string of our own per line.
+        write!(
+            writer,
+            r#"{{"timestamp":"{}","level":"{}""#,
+            Rfc3339Millis(std::time::SystemTime::now()),
+            event.metadata().level().as_str()
+        )?;
+        let mut fields = JsonFields {
+            out: &mut writer,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writeln!(writer, "}}")
     }
 }
 
-struct JsonFields<'a>(&'a mut String);
+/// The event's fields as `,"name":value` pairs; the first write error is kept for the caller.
+struct JsonFields<'a, W: fmt::Write> {
+    out: &'a mut W,
+    result: fmt::Result,
+}
 
-impl JsonFields<'_> {
-    fn key(&mut self, field: &Field) {
-        self.0.push(',');
-        push_json_string(self.0, field.name());
-        self.0.push(':');
+impl<W: fmt::Write> JsonFields<'_, W> {
+    fn put(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
+        if self.result.is_ok() {
+            self.result = self
+                .out
+                .write_char(',')
+                .and_then(|()| json_string(self.out, field.name()))
+                .and_then(|()| self.out.write_char(':'))
+                .and_then(|()| value(self.out));
+        }
     }
 }
 
-impl Visit for JsonFields<'_> {
+impl<W: fmt::Write> Visit for JsonFields<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.key(field);
-        // A record must stay on one line: CloudWatch stores each line as its own event. A body
-        // sent pretty-printed keeps its line breaks in the envelope, so such an envelope is
-        // written as a string, which keeps its bytes exact for replay.
+        // A JSON field is embedded as JSON only when it is valid JSON on one line: CloudWatch
+        // stores each line as its own event.
         let embed = JSON_FIELDS.contains(&field.name())
             && !value.contains(['\n', '\r'])
             && serde_json::from_str::<&RawValue>(value).is_ok();
-        if embed {
-            self.0.push_str(value.trim());
-        } else {
-            push_json_string(self.0, value);
-        }
+        self.put(field, |out| {
+            if embed {
+                out.write_str(value.trim())
+            } else {
+                json_string(out, value)
+            }
+        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.key(field);
-        let _ = write!(self.0, "{value}");
+        self.put(field, |out| write!(out, "{value}"));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.key(field);
-        let _ = write!(self.0, "{value}");
+        self.put(field, |out| write!(out, "{value}"));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.key(field);
-        let _ = write!(self.0, "{value}");
+        self.put(field, |out| write!(out, "{value}"));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.key(field);
-        match serde_json::Number::from_f64(value) {
-            Some(n) => {
-                let _ = write!(self.0, "{n}");
-            }
-            None => self.0.push_str("null"),
-        }
+        self.put(field, |out| match serde_json::Number::from_f64(value) {
+            Some(n) => write!(out, "{n}"),
+            None => out.write_str("null"),
+        });
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
@@ -188,8 +202,22 @@ impl Visit for JsonFields<'_> {
     }
 }
 
-fn push_json_string(out: &mut String, value: &str) {
-    out.push_str(&serde_json::to_string(value).expect("a string always serializes"));
+/// `value` as a JSON string, with serde_json's escaping, written straight into `out`: for log
+/// lines and for the records of [`crate::record`].
+pub(crate) fn json_string(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
+    struct Adapter<'w, W: fmt::Write>(&'w mut W);
+    impl<W: fmt::Write> std::io::Write for Adapter<'_, W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            // serde_json writes whole UTF-8 pieces of the string it was given.
+            let text = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
+            self.0.write_str(text).map_err(std::io::Error::other)?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(Adapter(out), value).map_err(|_| fmt::Error)
 }
 
 /// Captures the production JSON format in memory, for tests.

@@ -10,6 +10,7 @@
 //! be republished.
 
 use crate::envelope::{Message, Rfc3339Millis};
+use crate::logging::json_string;
 use crate::metrics::{Counted, emf_metadata};
 use std::fmt::{self, Write};
 use std::time::SystemTime;
@@ -109,18 +110,25 @@ impl Record<'_> {
     /// The most bytes the line for `message` can take, with its line break, whatever the
     /// publish error and request id turn out to be: the size check runs before the publish.
     pub fn largest(message: &Message, kept_for_topic: Option<&str>, at: SystemTime) -> usize {
-        let error = "e".repeat(MAX_ERROR_BYTES);
-        let request_id = "r".repeat(MAX_REQUEST_ID_BYTES);
+        // The longest error and request id a record keeps, without an allocation per check.
+        const ERROR: &str = match std::str::from_utf8(&[b'e'; MAX_ERROR_BYTES]) {
+            Ok(s) => s,
+            Err(_) => unreachable!(),
+        };
+        const REQUEST_ID: &str = match std::str::from_utf8(&[b'r'; MAX_REQUEST_ID_BYTES]) {
+            Ok(s) => s,
+            Err(_) => unreachable!(),
+        };
         let record = Record {
             kept: match kept_for_topic {
                 Some(topic_arn) => Kept::PublishFailed {
                     topic_arn,
-                    error: &error,
+                    error: ERROR,
                 },
                 None => Kept::NoTopic,
             },
             message,
-            request_id: &request_id,
+            request_id: REQUEST_ID,
             at,
         };
         let mut counter = Counter(0);
@@ -137,22 +145,6 @@ impl Write for Counter {
         self.0 += s.len();
         Ok(())
     }
-}
-
-fn json_string(out: &mut impl Write, value: &str) -> fmt::Result {
-    // serde_json's escaping, written straight into `out`.
-    struct Adapter<'w, W: Write>(&'w mut W);
-    impl<W: Write> std::io::Write for Adapter<'_, W> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let text = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
-            self.0.write_str(text).map_err(std::io::Error::other)?;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    serde_json::to_writer(Adapter(out), value).map_err(|_| fmt::Error)
 }
 
 /// `value` as printable ASCII without quotes or backslashes, at most `max` bytes: its JSON
