@@ -1,12 +1,12 @@
-//! The in-process path of one callback (query + body → decision, envelope, attributes) beside
+//! The in-process path of one callback (query + body → decision, envelope, the queued publish) beside
 //! a bare `serde_json` parse of the same body: what the function adds to the least any JSON
 //! webhook must do.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use im_exception_webhook::auth::sign;
-use im_exception_webhook::config::Config;
-use im_exception_webhook::decision::{Decision, WebhookRequest, decide};
-use im_exception_webhook::query::Query;
+use im_exception_webhook::domain::auth::sign;
+use im_exception_webhook::domain::config::Config;
+use im_exception_webhook::domain::decision::{Decision, WebhookRequest, decide};
+use im_exception_webhook::domain::query::Query;
 use std::hint::black_box;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -58,21 +58,22 @@ fn benches(c: &mut Criterion) {
         ("Sign", signature.as_str()),
     ];
     let now = UNIX_EPOCH + Duration::from_secs(NOW);
+    let tokens = [TOKEN.to_owned()];
     let mut group = c.benchmark_group("one callback");
 
     group.bench_function("bare serde_json parse of the body", |b| {
         b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(BODY)).unwrap())
     });
 
-    group.bench_function("webhook: decision + envelope + attributes", |b| {
+    group.bench_function("webhook: decision + envelope + queued publish", |b| {
         b.iter(|| {
             let request = WebhookRequest {
                 method: "POST",
                 query: Query::new(black_box(pairs)),
                 body: black_box(BODY.as_bytes()),
             };
-            match decide(&request, &config, black_box(now)).unwrap() {
-                Decision::Exception { message, .. } => message,
+            match decide(&request, &config, &tokens, black_box(now)).unwrap() {
+                Decision::Exception { message, topic, .. } => message.publish_to(topic.unwrap()),
                 _ => unreachable!("an exception callback"),
             }
         })

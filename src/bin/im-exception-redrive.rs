@@ -1,33 +1,21 @@
-//! The redrive function: republishes the webhook's `publish_failed` records that a CloudWatch
-//! Logs subscription delivers; a batch with a record not published fails the invocation.
+//! The redrive function: republishes the retry queue's messages (an SQS event source mapping
+//! with `ReportBatchItemFailures`).
 
-use im_exception_webhook::config::{Topics, or_exit};
-use im_exception_webhook::logging;
-use im_exception_webhook::publish::{self, SnsPublisher};
-use im_exception_webhook::record_source::SubscriptionEvent;
-use im_exception_webhook::redrive::{PUBLISH_DEADLINE, Redrive};
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use im_exception_webhook::adapters::{aws, sns};
+use im_exception_webhook::handlers::redrive;
+use im_exception_webhook::telemetry;
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    logging::init();
-    let topics = or_exit(Topics::from_env());
-    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    let publisher = SnsPublisher::new(publish::sns_client(loader).await, PUBLISH_DEADLINE);
-    let redrive = Redrive { topics, publisher };
-    lambda_runtime::run(service_fn(|event: LambdaEvent<SubscriptionEvent>| {
-        let redrive = &redrive;
-        async move {
-            // Boxed: unboxed, the batch future nests deep enough to overflow rustc's layout
-            // query limit.
-            let handled = Box::pin(redrive.handle(&event.payload, &event.context.request_id));
-            let summary = handled.await?;
-            Ok::<_, lambda_runtime::Error>(serde_json::json!({
-                "redriven": summary.replayed,
-                "repeated": summary.repeated,
-                "skipped": summary.skipped,
-            }))
-        }
+    telemetry::init();
+    let sdk = aws::sdk_config(aws_config::defaults(aws_config::BehaviorVersion::latest())).await;
+    let sns = &sns::patient_client(&sdk);
+    lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
+        let (response, line) = redrive::handle(sns, event.payload, &event.context.request_id).await;
+        telemetry::emit(&line);
+        Ok::<SqsBatchResponse, lambda_runtime::Error>(response)
     }))
     .await
 }

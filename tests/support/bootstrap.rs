@@ -20,7 +20,7 @@ pub const REDRIVE: &str = env!("CARGO_BIN_EXE_im-exception-redrive");
 /// What Lambda sets for `function` under `api` (128 MB, version `$LATEST`, the JSON log
 /// format, the test region), static test credentials, and every AWS service at `endpoint`.
 pub fn lambda_env(api: &RuntimeApi, function: &str, endpoint: &str) -> HashMap<String, String> {
-    let mut env = super::replay_bin::aws_env(endpoint);
+    let mut env = super::aws_env(endpoint);
     env.extend(
         [
             ("AWS_LAMBDA_RUNTIME_API", api.addr.to_string()),
@@ -45,7 +45,7 @@ pub struct Bootstrap {
     /// Every line of standard output and standard error, in the order read.
     output: Lines,
     /// The lines of standard output alone: what Lambda sends to CloudWatch Logs as the
-    /// function's log events (and a subscription filter reads).
+    /// function's log events.
     stdout: Lines,
     /// The tasks reading the two pipes; each ends when its pipe closes.
     readers: Vec<JoinHandle<()>>,

@@ -1,7 +1,7 @@
 //! Lambda events as API Gateway (HTTP API payload 2.0 and REST API payload 1.0) and Lambda
 //! function URLs deliver them, for a call the way Tencent Cloud Chat makes it.
 
-use im_exception_webhook::EXCEPTION_COMMAND;
+use im_exception_webhook::domain::EXCEPTION_COMMAND;
 use serde_json::{Map, Value, json};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,6 +14,8 @@ pub struct Call {
     pub headers: Vec<(String, String)>,
     pub body: Option<String>,
     pub base64: bool,
+    /// When API Gateway received it, in epoch milliseconds (`timeEpoch`): now, unless set.
+    pub arrived_ms: Option<u64>,
 }
 
 impl Call {
@@ -40,7 +42,14 @@ impl Call {
             headers: vec![("content-type".into(), "application/json".into())],
             body: Some(body.into()),
             base64: false,
+            arrived_ms: None,
         }
+    }
+
+    /// Received by API Gateway `ago` before the event is built.
+    pub fn arrived_ago(mut self, ago: std::time::Duration) -> Call {
+        self.arrived_ms = Some(now_millis() - ago.as_millis() as u64);
+        self
     }
 
     pub fn method(mut self, method: &str) -> Call {
@@ -91,7 +100,7 @@ impl Call {
     /// Adds `Sign` and `RequestTime` as Chat computes them for `token` at `request_time`.
     pub fn signed_at(self, token: &str, request_time: u64) -> Call {
         let time = request_time.to_string();
-        let sign = hex::encode(im_exception_webhook::auth::sign(token, &time));
+        let sign = hex::encode(im_exception_webhook::domain::auth::sign(token, &time));
         self.param("Sign", &sign).param("RequestTime", &time)
     }
 
@@ -190,7 +199,7 @@ impl Call {
                 "routeKey": route_key,
                 "stage": stage,
                 "time": "25/Nov/2026:20:00:00 +0000",
-                "timeEpoch": 1_795_636_800_000_u64
+                "timeEpoch": self.arrived_ms.unwrap_or_else(now_millis)
             },
             "body": self.body,
             "isBase64Encoded": self.base64
@@ -234,7 +243,7 @@ impl Call {
                 "protocol": "HTTP/1.1",
                 "stage": "prod",
                 "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
-                "requestTimeEpoch": 1_795_636_800_000_u64,
+                "requestTimeEpoch": self.arrived_ms.unwrap_or_else(now_millis),
                 "identity": {"sourceIp": super::CLIENT_IP, "userAgent": "TencentCloudChat"},
                 "domainName": host
             },
@@ -258,8 +267,12 @@ impl Call {
 }
 
 pub fn now_secs() -> u64 {
+    now_millis() / 1000
+}
+
+pub fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
-        .as_secs()
+        .as_millis() as u64
 }

@@ -1,4 +1,5 @@
-//! One moto server per test binary, on a free loopback port, stopped when the binary exits.
+//! One moto server per test binary, on a free loopback port, stopped when the binary exits;
+//! and, for load runs, servers of their own ([`separate`]): moto slows as its queues fill.
 //!
 //! The server is started through `sh`, which waits on its standard input (a pipe from this
 //! process) and kills the server when that pipe closes. The pipe closes when the test binary
@@ -26,6 +27,11 @@ struct Server {
 pub fn url() -> &'static str {
     static SERVER: OnceLock<Server> = OnceLock::new();
     &SERVER.get_or_init(start).url
+}
+
+/// A moto server of its own, which lives as long as the test binary.
+pub fn separate() -> &'static str {
+    &Box::leak(Box::new(start())).url
 }
 
 /// `MOTO_SERVER`, else the project's `.venv/bin/moto_server`; never a silent skip.

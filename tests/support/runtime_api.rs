@@ -2,7 +2,7 @@
 //! does (`GET /runtime/invocation/next`) and collects what the bootstrap posts back: a
 //! response, an invocation error (`/runtime/invocation/{id}/error`, with its
 //! `Lambda-Runtime-Function-Error-Type`) or an init error. Any JSON event will do: an API
-//! Gateway request, a CloudWatch Logs subscription event.
+//! Gateway request, an SQS event.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,11 +1,11 @@
 //! A test's own SNS topics, one per category, each with an SQS queue subscribed to read back
-//! what subscribers receive. Names are unique per test so tests run in parallel on one moto.
+//! what subscribers receive (every message read back is checked against docs/schema/), and
+//! its retry queue. Names are unique per test so tests run in parallel on one moto.
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sns::config::Credentials;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
-use im_exception_webhook::classify::Category;
-use im_exception_webhook::config::TOPIC_VARIABLES;
+use im_exception_webhook::domain::classify::Category;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -13,8 +13,14 @@ use std::time::{Duration, Instant};
 
 pub const REGION: &str = "us-east-1";
 
-/// The categories in the configuration's order (`TOPIC_VARIABLES`).
-pub const CATEGORIES: [Category; 5] = Category::ALL;
+/// Every category, with the variable that names its topic.
+pub const CATEGORIES: [(Category, &str); 5] = [
+    (Category::InvalidGroup, "TOPIC_ARN_INVALID_GROUP"),
+    (Category::FrequencyLimit, "TOPIC_ARN_FREQUENCY_LIMIT"),
+    (Category::ContentFilter, "TOPIC_ARN_CONTENT_FILTER"),
+    (Category::MutedSender, "TOPIC_ARN_MUTED_SENDER"),
+    (Category::Unclassified, "TOPIC_ARN_UNCLASSIFIED"),
+];
 
 /// Static test credentials; nothing is read from the environment.
 pub fn credentials() -> Credentials {
@@ -30,7 +36,7 @@ pub fn loader(endpoint: &str) -> aws_config::ConfigLoader {
 }
 
 /// SDK configuration for the test's own (set-up and read-back) clients.
-async fn sdk_config(endpoint: &str) -> SdkConfig {
+pub async fn sdk_config(endpoint: &str) -> SdkConfig {
     loader(endpoint)
         .http_client(aws_smithy_http_client::Builder::new().build_http())
         .load()
@@ -104,6 +110,7 @@ pub fn callbacks(deliveries: &[Delivery]) -> Vec<Value> {
 
 pub struct Subscribed {
     pub category: Category,
+    pub variable: &'static str,
     pub topic_arn: String,
     pub queue_url: String,
 }
@@ -134,7 +141,7 @@ impl World {
         let suffix = if fifo { ".fifo" } else { "" };
 
         let mut topics = Vec::new();
-        for category in CATEGORIES {
+        for (category, variable) in CATEGORIES {
             let name = format!("{prefix}-{category}{suffix}");
             let mut create_topic = sns.create_topic().name(&name);
             if fifo {
@@ -179,6 +186,7 @@ impl World {
 
             topics.push(Subscribed {
                 category,
+                variable,
                 topic_arn,
                 queue_url,
             });
@@ -202,12 +210,7 @@ impl World {
         let mut env: HashMap<String, String> = self
             .topics
             .iter()
-            .map(|t| {
-                (
-                    TOPIC_VARIABLES[t.category.index()].to_owned(),
-                    t.topic_arn.clone(),
-                )
-            })
+            .map(|t| (t.variable.to_owned(), t.topic_arn.clone()))
             .collect();
         env.insert("IM_SDK_APP_ID".into(), super::SDK_APP_ID.into());
         env
@@ -281,7 +284,7 @@ impl World {
                     .expect("delete message");
             }
             let body = message.body.as_deref().expect("message body");
-            deliveries.push(Delivery {
+            let delivery = Delivery {
                 notification: serde_json::from_str(body)
                     .unwrap_or_else(|e| panic!("SQS body is not JSON ({e}): {body}")),
                 system_attributes: message
@@ -290,10 +293,135 @@ impl World {
                     .into_iter()
                     .map(|(k, v)| (k.as_str().to_owned(), v))
                     .collect(),
-            });
+            };
+            super::schema::check_delivery(&delivery);
+            deliveries.push(delivery);
         }
         deliveries
     }
+}
+
+/// A retry queue on `endpoint` (its own moto server in load runs), with a dead-letter queue
+/// after `max_receive_count` receives, as the template makes them.
+pub struct RetryQueue {
+    pub sqs: aws_sdk_sqs::Client,
+    pub url: String,
+    pub dead_letter_url: String,
+}
+
+/// A message read from a queue, still in it until deleted.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+}
+
+impl RetryQueue {
+    pub async fn create(endpoint: &str, test: &str, max_receive_count: u32) -> RetryQueue {
+        let sqs = aws_sdk_sqs::Client::new(&sdk_config(endpoint).await);
+        let prefix = unique_prefix(test);
+        let create = |name: String| {
+            let sqs = sqs.clone();
+            async move {
+                sqs.create_queue()
+                    .queue_name(name)
+                    .send()
+                    .await
+                    .expect("create queue")
+                    .queue_url
+                    .expect("queue URL")
+            }
+        };
+        let dead_letter_url = create(format!("{prefix}-dlq")).await;
+        let dead_letter_arn = sqs
+            .get_queue_attributes()
+            .queue_url(&dead_letter_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("get queue attributes")
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+            .expect("queue ARN");
+        let url = create(format!("{prefix}-retry")).await;
+        let policy = serde_json::json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": max_receive_count});
+        sqs.set_queue_attributes()
+            .queue_url(&url)
+            .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
+            .send()
+            .await
+            .expect("set the redrive policy");
+        RetryQueue {
+            sqs,
+            url,
+            dead_letter_url,
+        }
+    }
+
+    /// Up to 10 messages of `queue_url` now, left in the queue (hidden for `visibility` seconds).
+    pub async fn receive(&self, queue_url: &str, visibility: i32) -> Vec<Queued> {
+        let output = self
+            .sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(visibility)
+            .send()
+            .await
+            .expect("receive message");
+        output
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| Queued {
+                message_id: m.message_id.unwrap_or_default(),
+                receipt_handle: m.receipt_handle.unwrap_or_default(),
+                body: m.body.unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Every message of `queue_url`, each deleted as it is read.
+    pub async fn drain(&self, queue_url: &str) -> Vec<Queued> {
+        let mut all = Vec::new();
+        loop {
+            let batch = self.receive(queue_url, 30).await;
+            if batch.is_empty() {
+                return all;
+            }
+            for message in &batch {
+                self.delete(queue_url, message).await;
+            }
+            all.extend(batch);
+        }
+    }
+
+    pub async fn delete(&self, queue_url: &str, message: &Queued) {
+        self.sqs
+            .delete_message()
+            .queue_url(queue_url)
+            .receipt_handle(&message.receipt_handle)
+            .send()
+            .await
+            .expect("delete message");
+    }
+}
+
+/// The event an SQS event source mapping hands the redrive function for `messages`.
+pub fn sqs_event(messages: &[Queued]) -> Value {
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
+                "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
+                "md5OfBody": "", "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:retry", "awsRegion": REGION,
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
 }
 
 /// `it-<test>-<pid>-<n>`: unique across tests, runs and parallel binaries, and a valid SNS
