@@ -23,12 +23,22 @@ pub enum Tokens {
 pub struct Secret {
     client: aws_sdk_secretsmanager::Client,
     id: String,
+    refresh_after: Duration,
     cache: Mutex<(Arc<[String]>, Instant)>,
 }
 
 impl Tokens {
     /// The tokens of `source`; a secret is read now, and a failure stops the cold start.
     pub async fn load(source: &TokenSource, sdk: &SdkConfig) -> Result<Tokens, String> {
+        Tokens::load_refreshing(source, sdk, REFRESH_AFTER).await
+    }
+
+    /// [`Tokens::load`], with the secret read again after `refresh_after` (tests shorten it).
+    pub async fn load_refreshing(
+        source: &TokenSource,
+        sdk: &SdkConfig,
+        refresh_after: Duration,
+    ) -> Result<Tokens, String> {
         match source {
             TokenSource::None => Ok(Tokens::Fixed(Arc::new([]))),
             TokenSource::Env(tokens) => Ok(Tokens::Fixed(tokens.clone().into())),
@@ -38,13 +48,14 @@ impl Tokens {
                 Ok(Tokens::Secret(Secret {
                     client,
                     id: id.clone(),
+                    refresh_after,
                     cache: Mutex::new((tokens, Instant::now())),
                 }))
             }
         }
     }
 
-    /// The tokens now; a secret older than [`REFRESH_AFTER`] is read again first. If that read
+    /// The tokens now; a secret read longer than [`REFRESH_AFTER`] ago is read again first. If that read
     /// fails, the tokens already held stay in use (a warning says so) until the next try, five
     /// minutes later: a Secrets Manager outage must not refuse every callback.
     pub async fn current(&self) -> Arc<[String]> {
@@ -53,7 +64,7 @@ impl Tokens {
             Tokens::Secret(secret) => secret,
         };
         let mut cache = secret.cache.lock().await;
-        if cache.1.elapsed() >= REFRESH_AFTER {
+        if cache.1.elapsed() >= secret.refresh_after {
             cache.1 = Instant::now();
             match read(&secret.client, &secret.id, REFRESH_TIMEOUT).await {
                 Ok(tokens) => cache.0 = tokens,

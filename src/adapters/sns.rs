@@ -21,13 +21,17 @@ pub trait Publisher: Send + Sync {
     ) -> impl Future<Output = Result<String, String>> + Send;
 }
 
-/// The webhook's SNS client: the first retry within 25 ms, waits up to 200 ms, as many attempts
-/// as fit in the time Chat leaves. Its retry partition is its own, so the SDK's retry quota (a
-/// token bucket that stops retries while most of them fail) counts this client's calls only.
+/// The webhook's SNS client: the first retry within 25 ms, waits doubling up to 200 ms, and
+/// more attempts than the time Chat leaves can hold (30 attempts' expected waits alone come to
+/// about 2.7 s), so that the operation timeout each call sets ends a run of failures. Its retry
+/// partition is its own, so the SDK's retry quota counts this client's calls only: that quota (a
+/// token bucket) stops retrying after a few calls that failed through all their attempts, so
+/// during an outage later calls go to the retry queue at once instead of hammering SNS, and it
+/// fills again with each call that succeeds.
 pub fn webhook_client(sdk: &SdkConfig) -> aws_sdk_sns::Client {
     client(
         sdk,
-        aws::retries(10, Duration::from_millis(25), Duration::from_millis(200)),
+        aws::retries(30, Duration::from_millis(25), Duration::from_millis(200)),
     )
 }
 

@@ -10,6 +10,7 @@ use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use aws_smithy_runtime_api::client::http::HttpConnector;
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use http_body_util::{BodyExt, Limited};
 use std::fmt;
 use std::time::Duration;
@@ -48,6 +49,8 @@ pub enum ForwardError {
     AnswerTooLarge,
     /// A status outside 200-599, which API Gateway would replace with an error of its own.
     BadStatus(u16),
+    /// Bytes that are no final HTTP answer, e.g. a 1xx status with nothing after it.
+    NotHttp(String),
 }
 
 impl ForwardError {
@@ -57,7 +60,7 @@ impl ForwardError {
             ForwardError::Unreachable(_) => "unreachable",
             ForwardError::TimedOut(_) => "timeout",
             ForwardError::AnswerTooLarge => "answer_too_large",
-            ForwardError::BadStatus(_) => "bad_status",
+            ForwardError::BadStatus(_) | ForwardError::NotHttp(_) => "bad_status",
         }
     }
 }
@@ -74,6 +77,9 @@ impl fmt::Display for ForwardError {
             }
             ForwardError::BadStatus(status) => {
                 write!(f, "upstream answered with status {status}, outside 200-599")
+            }
+            ForwardError::NotHttp(e) => {
+                write!(f, "upstream answered with no final HTTP status: {e}")
             }
         }
     }
@@ -160,11 +166,17 @@ impl Forwarder {
         http.headers_mut()
             .try_insert("content-type", content_type.to_owned())
             .map_err(Failure::unreachable)?;
-        let response = self
-            .connector
-            .call(http)
-            .await
-            .map_err(|e| Failure::Connection(e.to_string()))?;
+        let response = self.connector.call(http).await.map_err(|e| {
+            // The whole chain ("io error: ... Connection refused"), not just the error's kind.
+            let detail = DisplayErrorContext(&e).to_string();
+            // The upstream answered, but with no final HTTP answer (a lone 1xx status, garbage):
+            // no second try, and Chat gets 502 as for any status outside 200-599.
+            if parse_error(&e) {
+                Failure::Final(ForwardError::NotHttp(detail))
+            } else {
+                Failure::Connection(detail)
+            }
+        })?;
         let status = response.status().as_u16();
         let content_type = response.headers().get("content-type").map(str::to_owned);
         let location = response.headers().get("location").map(str::to_owned);
@@ -187,6 +199,20 @@ impl Forwarder {
             body,
         })
     }
+}
+
+/// Whether hyper failed on what the upstream sent rather than on the connection.
+fn parse_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 impl Failure {

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// them. Exit status: 0 when nothing failed, 1 when something did, 2 when the input could not
 /// be read.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(name = "im-exception-replay", version)]
 struct Args {
     /// Files of the webhook's log lines (one JSON record per line, any prefix before it);
     /// `-` or none: standard input.

@@ -28,9 +28,14 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
+// Not every test binary uses each of these.
+#[allow(unused_imports)]
 pub use bootstrap::Bootstrap;
+#[allow(unused_imports)]
 pub use events::Call;
+#[allow(unused_imports)]
 pub use runtime_api::RuntimeApi;
+#[allow(unused_imports)]
 pub use world::World;
 
 pub const SDK_APP_ID: &str = "1400000000";

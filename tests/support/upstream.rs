@@ -1,24 +1,20 @@
 //! A recording upstream: the app's existing callback backend, as the forwarding tests see it.
 //!
 //! It listens on a free loopback port (plain HTTP, or HTTPS with a certificate from a
-//! [`TestCa`]), speaks HTTP/1.1 with keep-alive, reads `Content-Length` (and chunked) bodies,
-//! and records every request as it arrives: the connection it came on, the method, the
-//! request target exactly as on the wire, the headers and the body. It answers as the test
-//! says ([`Reply`]): a status, a content type and a body, after a delay, or not at all.
-//!
-//! Its tasks run on the runtime that started it; dropping the [`Upstream`] stops them and
-//! closes its port.
+//! [`TestCa`]), speaks HTTP/1.1 with keep-alive, and records every request as it arrives: the
+//! connection it came on, the method, the request target exactly as on the wire, the headers
+//! and the body (by `Content-Length`: the forwarder sends bodies whole). It answers as the test
+//! says ([`Reply`]): any status, written raw (so also one outside 200-599), or not at all.
+//! Dropping the [`Upstream`] (or [`Upstream::stop`]) closes its port and its connections.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -27,16 +23,16 @@ use tokio::task::AbortHandle;
 /// What the upstream does once a request has arrived (and been recorded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    /// Answers after the reply's delay, and keeps the connection open for the next request.
+    /// Answers, and keeps the connection open for the next request.
     Answer,
     /// Answers, then closes the connection without announcing it (no `Connection: close`):
     /// a pooled connection that has gone stale by the next request.
     AnswerThenClose,
-    /// Closes the connection after the delay without answering anything.
+    /// Closes the connection without answering anything.
     Close,
     /// Sends the head and half of the body, then closes: an answer cut off.
     Truncate,
-    /// Waits until [`Upstream::release`], then answers.
+    /// Waits until [`Upstream::release`] (a slow upstream, when never released), then answers.
     Hold,
 }
 
@@ -44,11 +40,9 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
-    pub content_type: Option<String>,
-    /// More headers, e.g. `Location`.
+    /// `Content-Type` (when given) and any more, e.g. `Location`.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-    pub delay: Duration,
     pub action: Action,
 }
 
@@ -56,10 +50,11 @@ impl Reply {
     pub fn new(status: u16, content_type: Option<&str>, body: impl Into<Vec<u8>>) -> Reply {
         Reply {
             status,
-            content_type: content_type.map(str::to_owned),
-            headers: Vec::new(),
+            headers: content_type
+                .map(|ct| ("content-type".to_owned(), ct.to_owned()))
+                .into_iter()
+                .collect(),
             body: body.into(),
-            delay: Duration::ZERO,
             action: Action::Answer,
         }
     }
@@ -67,21 +62,6 @@ impl Reply {
     /// 200 with a JSON body.
     pub fn json(body: &str) -> Reply {
         Reply::new(200, Some("application/json"), body)
-    }
-
-    /// Closes the connection without answering.
-    pub fn close() -> Reply {
-        Reply::new(200, None, "").then(Action::Close)
-    }
-
-    pub fn header(mut self, name: &str, value: &str) -> Reply {
-        self.headers.push((name.into(), value.into()));
-        self
-    }
-
-    pub fn delayed(mut self, delay: Duration) -> Reply {
-        self.delay = delay;
-        self
     }
 
     pub fn then(mut self, action: Action) -> Reply {
@@ -98,18 +78,12 @@ pub struct Recorded {
     pub method: String,
     /// The request target (path and query) as on the wire.
     pub target: Vec<u8>,
-    pub version: String,
     /// Names as sent, values as raw bytes, in order.
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
 }
 
 impl Recorded {
-    /// The target up to its `?`.
-    pub fn path(&self) -> &[u8] {
-        self.target.split(|b| *b == b'?').next().unwrap_or_default()
-    }
-
     /// The target after its first `?`, if it has one.
     pub fn query(&self) -> Option<&[u8]> {
         let i = self.target.iter().position(|b| *b == b'?')?;
@@ -124,21 +98,11 @@ impl Recorded {
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
             .collect()
     }
-
-    /// The one value of header `name`; panics if it was sent more than once.
-    #[track_caller]
-    pub fn header(&self, name: &str) -> Option<String> {
-        let mut values = self.header_values(name);
-        assert!(values.len() <= 1, "{name} sent {} times", values.len());
-        values.pop()
-    }
 }
 
 struct Shared {
     reply: Mutex<Reply>,
     requests: Mutex<Vec<Recorded>>,
-    /// How many requests have arrived, for waiting on.
-    arrived: watch::Sender<usize>,
     connections: AtomicUsize,
     released: watch::Sender<bool>,
     tasks: Mutex<Vec<AbortHandle>>,
@@ -170,13 +134,30 @@ impl Upstream {
         let shared = Arc::new(Shared {
             reply: Mutex::new(reply),
             requests: Mutex::default(),
-            arrived: watch::Sender::new(0),
             connections: AtomicUsize::new(0),
             released: watch::Sender::new(false),
             tasks: Mutex::default(),
         });
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let accepting = tokio::spawn(accept(listener, tls, shared.clone()));
+        let for_task = shared.clone();
+        let accepting = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let connection = for_task.connections.fetch_add(1, Ordering::SeqCst);
+                let (tls, shared) = (tls.clone(), for_task.clone());
+                let task = tokio::spawn(async move {
+                    // A client that does not trust the certificate ends the handshake here.
+                    match tls {
+                        None => serve(tcp, connection, shared).await,
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(tcp).await {
+                                serve(stream, connection, shared).await;
+                            }
+                        }
+                    }
+                });
+                for_task.tasks.lock().unwrap().push(task.abort_handle());
+            }
+        });
         shared.tasks.lock().unwrap().push(accepting.abort_handle());
         Upstream {
             addr,
@@ -218,55 +199,18 @@ impl Upstream {
         self.shared.connections.load(Ordering::SeqCst)
     }
 
-    /// Waits until at least `n` requests have arrived, at most `within`; returns them all.
-    pub async fn wait_for_requests(&self, n: usize, within: Duration) -> Vec<Recorded> {
-        let mut arrived = self.shared.arrived.subscribe();
-        let waited = tokio::time::timeout(within, arrived.wait_for(|count| *count >= n)).await;
-        let requests = self.requests();
-        assert!(
-            waited.is_ok(),
-            "{n} requests expected within {within:?}, got {}: {requests:#?}",
-            requests.len()
-        );
-        requests
-    }
-
-    /// Stops the upstream: its port closes and every connection is dropped.
-    pub fn stop(self) {}
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
+    /// Stops the upstream: its port closes and every connection is dropped; what it recorded
+    /// stays readable.
+    pub fn stop(&self) {
         for task in self.shared.tasks.lock().unwrap().drain(..) {
             task.abort();
         }
     }
 }
 
-async fn accept(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shared: Arc<Shared>,
-) {
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            continue;
-        };
-        let connection = shared.connections.fetch_add(1, Ordering::SeqCst);
-        let tls = tls.clone();
-        let for_task = shared.clone();
-        let task = tokio::spawn(async move {
-            match tls {
-                None => serve(tcp, connection, for_task).await,
-                Some(acceptor) => {
-                    // A client that does not trust the certificate aborts the handshake here.
-                    if let Ok(stream) = acceptor.accept(tcp).await {
-                        serve(stream, connection, for_task).await;
-                    }
-                }
-            }
-        });
-        shared.tasks.lock().unwrap().push(task.abort_handle());
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -277,73 +221,40 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     shared: Arc<Shared>,
 ) {
     let mut stream = BufReader::new(stream);
-    loop {
-        let Some(request) = read_request(&mut stream, connection).await else {
-            return;
-        };
-        let close_asked = request
-            .header_values("connection")
-            .iter()
-            .any(|v| v.eq_ignore_ascii_case("close"));
+    while let Some(request) = read_request(&mut stream, connection).await {
         let reply = shared.reply.lock().unwrap().clone();
         shared.requests.lock().unwrap().push(request);
-        shared.arrived.send_modify(|count| *count += 1);
 
-        tokio::time::sleep(reply.delay).await;
         if reply.action == Action::Hold {
             let mut released = shared.released.subscribe();
             if released.wait_for(|r| *r).await.is_err() {
                 return;
             }
         }
-        let out = stream.get_mut();
-        match reply.action {
+        let sent = match reply.action {
             Action::Close => return,
-            Action::Truncate => {
-                let cut = reply.body.len() / 2;
-                let _ = out.write_all(&head(&reply, reply.body.len())).await;
-                let _ = out.write_all(&reply.body[..cut]).await;
-                let _ = out.flush().await;
-                let _ = out.shutdown().await;
-                return;
-            }
-            Action::Answer | Action::AnswerThenClose | Action::Hold => {
-                let mut answer = head(&reply, reply.body.len());
-                answer.extend_from_slice(&reply.body);
-                if out.write_all(&answer).await.is_err() || out.flush().await.is_err() {
-                    return;
-                }
-                if close_asked || reply.action == Action::AnswerThenClose {
-                    let _ = out.shutdown().await;
-                    return;
-                }
-            }
+            Action::Truncate => reply.body.len() / 2,
+            Action::Answer | Action::AnswerThenClose | Action::Hold => reply.body.len(),
+        };
+        let mut answer = head(&reply);
+        answer.extend_from_slice(&reply.body[..sent]);
+        let out = stream.get_mut();
+        let written = out.write_all(&answer).await.is_ok() && out.flush().await.is_ok();
+        if !written || matches!(reply.action, Action::Truncate | Action::AnswerThenClose) {
+            let _ = out.shutdown().await;
+            return;
         }
     }
 }
 
-/// The status line and headers of `reply`, for a body of `length` bytes.
-fn head(reply: &Reply, length: usize) -> Vec<u8> {
-    let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
-    if let Some(content_type) = &reply.content_type {
-        head.push_str(&format!("content-type: {content_type}\r\n"));
-    }
+/// The status line and headers of `reply`; the status as given, whatever HTTP allows.
+fn head(reply: &Reply) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {} Upstream\r\n", reply.status);
     for (name, value) in &reply.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
-    head.push_str(&format!("content-length: {length}\r\n\r\n"));
+    head.push_str(&format!("content-length: {}\r\n\r\n", reply.body.len()));
     head.into_bytes()
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        204 => "No Content",
-        302 => "Found",
-        400 => "Bad Request",
-        500 => "Internal Server Error",
-        _ => "Whatever",
-    }
 }
 
 /// One HTTP/1.1 request, or `None` when the connection closes (or breaks) first.
@@ -359,7 +270,6 @@ async fn read_request<S: AsyncRead + Unpin>(
     let mut parts = request_line.splitn(3, |b| *b == b' ');
     let method = String::from_utf8_lossy(parts.next()?).into_owned();
     let target = parts.next()?.to_vec();
-    let version = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
 
     let mut headers = Vec::new();
     loop {
@@ -373,43 +283,21 @@ async fn read_request<S: AsyncRead + Unpin>(
         }
         let colon = header.iter().position(|b| *b == b':')?;
         let name = String::from_utf8_lossy(&header[..colon]).trim().to_owned();
-        let value = header[colon + 1..].trim_ascii().to_vec();
-        headers.push((name, value));
+        headers.push((name, header[colon + 1..].trim_ascii().to_vec()));
     }
     let mut recorded = Recorded {
         connection,
         method,
         target,
-        version,
         headers,
         body: Vec::new(),
     };
-
-    let chunked = recorded
-        .header_values("transfer-encoding")
-        .iter()
-        .any(|v| v.to_ascii_lowercase().contains("chunked"));
-    if chunked {
-        loop {
-            line.clear();
-            stream.read_until(b'\n', &mut line).await.ok()?;
-            let size = String::from_utf8_lossy(trim_crlf(&line)).into_owned();
-            let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-            let mut chunk = vec![0; size + 2];
-            stream.read_exact(&mut chunk).await.ok()?;
-            if size == 0 {
-                break;
-            }
-            recorded.body.extend_from_slice(&chunk[..size]);
-        }
-    } else {
-        let length = match recorded.header_values("content-length").first() {
-            Some(v) => v.trim().parse().ok()?,
-            None => 0,
-        };
-        recorded.body.resize(length, 0);
-        stream.read_exact(&mut recorded.body).await.ok()?;
-    }
+    let length = match recorded.header_values("content-length").first() {
+        Some(v) => v.trim().parse().ok()?,
+        None => 0,
+    };
+    recorded.body.resize(length, 0);
+    stream.read_exact(&mut recorded.body).await.ok()?;
     Some(recorded)
 }
 
@@ -430,11 +318,6 @@ impl TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
         let key = KeyPair::generate().expect("CA key");
         let certificate = params.self_signed(&key).expect("CA certificate");
         TestCa {
@@ -444,13 +327,8 @@ impl TestCa {
         }
     }
 
-    /// The CA certificate in PEM, as a CA bundle holds it.
-    pub fn pem(&self) -> &str {
-        &self.pem
-    }
-
-    /// Writes a CA bundle holding this CA alone into the test's temporary directory; the
-    /// file is removed when the returned guard drops.
+    /// Writes a CA bundle holding this CA alone (as `SSL_CERT_FILE` names one) into the tests'
+    /// temporary directory; the file is removed when the returned guard drops.
     pub fn write_bundle(&self, name: &str) -> Bundle {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -469,7 +347,6 @@ impl TestCa {
             .distinguished_name
             .push(DnType::CommonName, "localhost");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().expect("server key");
         let certificate = params
             .signed_by(&key, &self.issuer)
