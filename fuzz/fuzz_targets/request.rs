@@ -1,220 +1,83 @@
 //! The whole request path on arbitrary input: what a caller controls (method, query string,
 //! headers, body) becomes the Lambda event API Gateway would deliver (HTTP API, REST API or
 //! function URL; the body base64-encoded or not), which goes through `lambda_http`'s conversion
-//! and the production handler (decision, envelope, attributes, the JSON log lines) with a
-//! publisher that succeeds or fails and an upstream that answers (any status, content type and
-//! body), is unreachable, times out or answers too much. Beyond "no panic", each run checks:
+//! and the production handler (decision, envelope, attributes, the typed log lines), with fakes
+//! for SNS and the retry queue that succeed or fail, and the tests' recording upstream
+//! (tests/support/upstream.rs, on loopback) answering with any status, content type and body,
+//! closing the connection, cutting its answer short, or, rarely, not answering in time. Beyond
+//! "no panic", each run checks:
 //!
-//! - the answer is a status of the table of docs/contract.md with a JSON FAIL body whose ErrorCode / 10 is
-//!   the status (200 is the exact acknowledgement), or, for a forwarded command, the upstream's
-//!   answer unchanged (status, Content-Type, body bytes), or 502/5020 (no usable answer) or
-//!   504/5040 (timed out); and never holds a token or the upstream URL;
+//! - the answer is a status of the table of docs/contract.md with a JSON FAIL body whose
+//!   ErrorCode / 10 is the status (200 is the exact acknowledgement), or, for a forwarded
+//!   command, the upstream's answer unchanged (status, Content-Type, Location, body bytes), or
+//!   502/5020 (no usable answer) or 504/5040 (timed out); and never holds a token or the
+//!   upstream's key;
 //! - a forwarded request carries the query string exactly as received (for HTTP API and
 //!   function URL events the raw query string, byte for byte; for REST events, which carry no
 //!   raw query string, one that decodes to exactly the parameters of the event), the body bytes
 //!   as received and the request's Content-Type; only commands other than the exception's are
 //!   forwarded, only with an upstream configured, and exceptions only with FORWARD_EXCEPTIONS,
 //!   where Chat's answer is the publish's alone;
-//! - a published message's envelope carries the body byte for byte, goes to its category's
-//!   topic, and republishing derives from it exactly the message that was published;
+//! - an exception's publish carries the body byte for byte (but U+FFFE and U+FFFF, written as
+//!   escapes, and no such raw character anywhere in it), goes to its category's topic, and is
+//!   what the retry queue gets when SNS fails, or what the `publish_failed` record keeps (with
+//!   503) when the queue fails too or there is none; an exception without a topic leaves its
+//!   envelope in its `logged` line;
 //! - the log is one JSON object per line, one line per callback plus one for a forwarded
-//!   exception, each line's EMF metadata valid; no line holds a token or the upstream URL;
-//!   no forward line (`forward_failed` above all) holds the body or the Sign; a failed publish
-//!   leaves exactly one `publish_failed` record (written by `record`, read back by
-//!   `record_source::scan`) holding the envelope and topic that failed, and nothing else does;
-//!   an exception without a topic leaves its envelope in its `logged` line.
+//!   exception, each line's EMF metadata valid (tests/support/emf.rs); no line holds a token or
+//!   the upstream's key; no forward line holds the body or the Sign.
 //!
 //! `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run request -- -max_total_time=300`; `FUZZ_STATS=1`
 //! prints the outcome counts every 20,000 runs and at exit.
 
 #![no_main]
 
-use im_exception_webhook::config::{Config, Topic};
-use im_exception_webhook::envelope::Message;
-use im_exception_webhook::forward::{Forward, ForwardError, Forwarder, UpstreamAnswer};
-use im_exception_webhook::handler::{self, ACKNOWLEDGEMENT, App};
-use im_exception_webhook::publish::{PublishError, Publisher};
-use im_exception_webhook::{EXCEPTION_COMMAND, logging, metrics, record_source, republish};
+// The body's model (`well_formed`, `command`) is the decision target's: here only its bytes.
+#[allow(dead_code)]
+mod inputs;
+mod stats;
+
+// The tests' own harness pieces, shared rather than copied.
+#[allow(dead_code)]
+#[path = "../../tests/support/emf.rs"]
+mod emf;
+#[allow(dead_code)]
+#[path = "../../tests/support/upstream.rs"]
+mod upstream;
+
+use im_exception_webhook::adapters::Publisher;
+use im_exception_webhook::adapters::secret::Tokens;
+use im_exception_webhook::adapters::upstream::Forwarder;
+use im_exception_webhook::domain::EXCEPTION_COMMAND;
+use im_exception_webhook::domain::classify::Category;
+use im_exception_webhook::domain::config::{Config, TokenSource};
+use im_exception_webhook::domain::publish::QueuedPublish;
+use im_exception_webhook::handlers::webhook::{ACKNOWLEDGEMENT, App, handle};
+use inputs::{BodyInput, PREVIOUS, QueryInput, TOKEN, as_carried, spells};
 use lambda_http::aws_lambda_events::query_map::QueryMap;
-use lambda_http::http::header::CONTENT_TYPE;
-use lambda_http::http::{HeaderValue, StatusCode};
+use lambda_http::http::header::{CONTENT_TYPE, LOCATION};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{Body, Request};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+use upstream::{Action, Recorded, Reply, Upstream};
 
-const TOKEN: &str = "fuzz-Token-0123456789";
-const PREVIOUS: &str = "fuzz-Previous-Token-9876";
-const STRANGER: &str = "fuzz-nobody-configured-this";
-const UPSTREAM_SECRET: &str = "upstream-secret-key";
-const KNOWN: [&str; 9] = [
-    "SdkAppid",
-    "Sign",
-    "RequestTime",
-    "CallbackCommand",
-    "ClientIP",
-    "OptPlatform",
-    "contenttype",
-    "Group.CallbackSendMsgException",
-    "Group.CallbackBeforeSendMsg",
-];
-const COMMANDS: [&str; 4] = [
-    EXCEPTION_COMMAND,
-    "Group.CallbackBeforeSendMsg",
-    "Group.CallbackAfterSendMsg",
-    "State.StateChange",
-];
+const UPSTREAM_KEY: &str = "upstream-secret-key";
+const UPSTREAM_PATH: &str = "/im?key=upstream-secret-key";
+const REFUSED: [char; 2] = ['\u{FFFE}', '\u{FFFF}'];
 
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
     HttpApi,
     RestApi,
     FunctionUrl,
-}
-
-/// A method other than POST (POST itself is `None`, half of the inputs).
-#[derive(Arbitrary, Debug)]
-enum Method<'a> {
-    Get,
-    Other(&'a str),
-}
-
-#[derive(Arbitrary, Debug, Clone, Copy)]
-enum Signer {
-    Current,
-    Previous,
-    Stranger,
-}
-
-#[derive(Arbitrary, Debug)]
-enum Text<'a> {
-    /// One of the names and values Chat sends, with each letter's case from the mask.
-    Known(u8, u64),
-    AppId,
-    /// A time `offset` seconds from now, and the Sign over it.
-    Time(i16),
-    Sign(Signer, i16),
-    Any(&'a str),
-}
-
-/// A JSON value, a few levels deep.
-#[derive(Arbitrary, Debug)]
-enum Json<'a> {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(&'a str),
-    Array(Vec<Json<'a>>),
-    Object(Vec<(&'a str, Json<'a>)>),
-}
-
-impl Json<'_> {
-    fn value(&self, depth: u8) -> Value {
-        match self {
-            Json::Null => Value::Null,
-            Json::Bool(b) => json!(b),
-            Json::Int(n) => json!(n),
-            Json::Float(f) => json!(f),
-            Json::Str(s) => json!(s),
-            _ if depth > 4 => Value::Null,
-            Json::Array(items) => items.iter().map(|j| j.value(depth + 1)).collect(),
-            Json::Object(fields) => Value::Object(
-                fields
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), v.value(depth + 1)))
-                    .collect(),
-            ),
-        }
-    }
-}
-
-/// The body: any bytes, or a callback (some fields as numeric strings, unknown fields, and
-/// perhaps text spliced in somewhere), for the exception or another command.
-#[derive(Arbitrary, Debug)]
-enum BodyInput<'a> {
-    Bytes(&'a [u8]),
-    Callback {
-        command: Option<u8>,
-        error_code: i64,
-        known_code: Option<u8>,
-        fields: Vec<(Text<'a>, Json<'a>)>,
-        group: Option<&'a str>,
-        random: Option<i64>,
-        event_time: Option<i64>,
-        as_strings: bool,
-        pretty: bool,
-        splice: Option<(u16, &'a str)>,
-    },
-}
-
-const CODES: [i64; 8] = [10004, 10023, 80001, 10017, 20012, 80005, 12345, 10016];
-
-impl BodyInput<'_> {
-    fn bytes(&self) -> Vec<u8> {
-        let BodyInput::Callback {
-            command,
-            error_code,
-            known_code,
-            fields,
-            group,
-            random,
-            event_time,
-            as_strings,
-            pretty,
-            splice,
-        } = self
-        else {
-            let BodyInput::Bytes(bytes) = self else {
-                unreachable!()
-            };
-            return bytes.to_vec();
-        };
-        let number = |n: i64| {
-            if *as_strings {
-                json!(n.to_string())
-            } else {
-                json!(n)
-            }
-        };
-        let code = known_code.map_or(*error_code, |i| CODES[usize::from(i) % CODES.len()]);
-        let mut object = serde_json::Map::new();
-        for (name, value) in fields {
-            object.insert(name.render(), value.value(0));
-        }
-        let command = command.map_or(EXCEPTION_COMMAND, |i| COMMANDS[usize::from(i) % 4]);
-        object.insert("CallbackCommand".into(), json!(command));
-        object.insert("ErrorCode".into(), number(code));
-        if let Some(group) = group {
-            object.insert("GroupId".into(), json!(group));
-        }
-        if let Some(random) = random {
-            object.insert("Random".into(), number(*random));
-        }
-        if let Some(time) = event_time {
-            object.insert("EventTime".into(), number(*time));
-        }
-        let value = Value::Object(object);
-        let mut text = if *pretty {
-            serde_json::to_string_pretty(&value).unwrap()
-        } else {
-            value.to_string()
-        };
-        if let Some((at, insert)) = splice {
-            let at = usize::from(*at) % (text.len() + 1);
-            if text.is_char_boundary(at) {
-                text.insert_str(at, insert);
-            }
-        }
-        text.into_bytes()
-    }
 }
 
 /// How the raw query string is written.
@@ -235,229 +98,219 @@ enum ContentType<'a> {
     Any(&'a str),
 }
 
-/// Chat's own SdkAppid, CallbackCommand, and a Sign and RequestTime this many seconds off.
-#[derive(Arbitrary, Debug)]
-struct Chat {
-    command: u8,
-    signer: Signer,
-    offset: i16,
-}
-
 /// What the upstream does when a callback is forwarded to it.
 #[derive(Arbitrary, Debug)]
 enum UpstreamInput<'a> {
     Answer {
-        /// None: 200.
-        status: Option<u16>,
-        content_type: Option<&'a str>,
+        /// 200 + this % 800: 600 and above are no HTTP status API Gateway passes on.
+        status: u16,
+        content_type: u8,
+        location: bool,
         body: &'a [u8],
     },
     ChatAnswer,
-    Unreachable,
-    TimedOut(u16),
-    AnswerTooLarge,
+    /// Closes the connection without answering: tried again once, then 502.
+    Close,
+    /// Cuts its answer short: 502.
+    Truncate,
+    /// Answers, then closes the connection: the next forward meets a stale pooled one.
+    AnswerThenClose,
+    /// No answer within UPSTREAM_TIMEOUT_MS (504), when 255; otherwise as `Close`. Each costs
+    /// the timeout, so only one stalling input in 256 (and not the default of a short input).
+    Stall(u8),
 }
 
+const UPSTREAM_TYPES: [Option<&str>; 5] = [
+    None,
+    Some("application/json"),
+    Some("text/plain; charset=utf-8"),
+    Some("text/html; charset=GBK"),
+    Some("application/octet-stream"),
+];
+
 impl UpstreamInput<'_> {
-    fn result(&self) -> Result<UpstreamAnswer, ForwardError> {
+    fn reply(&self) -> Reply {
         match self {
             UpstreamInput::Answer {
                 status,
                 content_type,
+                location,
                 body,
-            } => Ok(UpstreamAnswer {
-                status: status.unwrap_or(200),
-                content_type: content_type.map(str::to_owned),
-                location: None,
-                body: body.to_vec(),
-            }),
-            UpstreamInput::ChatAnswer => Ok(UpstreamAnswer {
-                status: 200,
-                content_type: Some("application/json; charset=utf-8".into()),
-                location: None,
-                body: br#"{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"blocked by moderation"}"#
-                    .to_vec(),
-            }),
-            UpstreamInput::Unreachable => Err(ForwardError::Unreachable(
-                "connection refused (fuzz)".into(),
-            )),
-            UpstreamInput::TimedOut(ms) => Err(ForwardError::TimedOut(Duration::from_millis(
-                u64::from(*ms),
-            ))),
-            UpstreamInput::AnswerTooLarge => Err(ForwardError::AnswerTooLarge),
+            } => {
+                let status = 200 + status % 800;
+                // A 204 or 304 has no body, whatever the upstream says.
+                let body = if matches!(status, 204 | 304) {
+                    &[][..]
+                } else {
+                    body
+                };
+                let content_type = UPSTREAM_TYPES[usize::from(*content_type) % 5];
+                let mut reply = Reply::new(status, content_type, body.to_vec());
+                if *location {
+                    let to = "https://elsewhere.example/moved?a=1".to_owned();
+                    reply.headers.push(("location".into(), to));
+                }
+                reply
+            }
+            UpstreamInput::ChatAnswer => Reply::json(
+                r#"{"ActionStatus":"OK","ErrorCode":1,"ErrorInfo":"blocked by moderation"}"#,
+            ),
+            UpstreamInput::Close | UpstreamInput::Stall(..255) => {
+                Reply::json("{}").then(Action::Close)
+            }
+            UpstreamInput::Truncate => {
+                Reply::json("{\"ActionStatus\":\"OK\"}").then(Action::Truncate)
+            }
+            UpstreamInput::AnswerThenClose => Reply::json("{}").then(Action::AnswerThenClose),
+            UpstreamInput::Stall(255) => Reply::json("{}").then(Action::Hold),
         }
     }
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
-enum PublishFailure {
-    TimedOut,
-    Refused,
+enum Failing {
+    Nothing,
+    Sns,
+    SnsAndQueue,
 }
 
 #[derive(Arbitrary, Debug)]
 struct Input<'a> {
-    source: Source,
-    method: Option<Method<'a>>,
-    query: Vec<(Text<'a>, Text<'a>)>,
-    chat: Option<Chat>,
-    encoding: Encoding,
-    body: BodyInput<'a>,
-    base64: bool,
-    content_type: Option<ContentType<'a>>,
-    /// Which configuration: tokens, upstream, body limit, unclassified topic.
+    // The small choices first: `arbitrary` fills fields in order, and a short input leaves the
+    // last ones at their defaults.
+    /// Which configuration: tokens, upstream, body limit, unclassified topic, retry queue.
     config: u8,
-    publish_fails: Option<PublishFailure>,
+    failing: Failing,
+    source: Source,
+    base64: bool,
+    encoding: Encoding,
     upstream: UpstreamInput<'a>,
+    /// Another method than POST when the number is 7 modulo 8.
+    method: (u8, &'a str),
+    content_type: Option<ContentType<'a>>,
+    body: BodyInput<'a>,
+    query: QueryInput<'a>,
 }
 
-/// Records every publish it is asked for; fails them when told to.
-struct Recorder {
-    fail: Mutex<Option<PublishFailure>>,
-    attempts: Mutex<Vec<(String, Message)>>,
+/// SNS or the retry queue: keeps every publish it is asked for; fails them when told to.
+#[derive(Default)]
+struct Fake {
+    fail: AtomicBool,
+    sent: Mutex<Vec<QueuedPublish>>,
 }
 
-impl Publisher for Recorder {
-    async fn publish(&self, topic: &Topic, message: &Message) -> Result<String, PublishError> {
-        self.attempts
-            .lock()
-            .unwrap()
-            .push((topic.arn.clone(), message.clone()));
-        match *self.fail.lock().unwrap() {
-            None => Ok("fuzz-message-id".into()),
-            Some(PublishFailure::Refused) => Err(PublishError::Refused("injected".into())),
-            Some(PublishFailure::TimedOut) => Err(PublishError::TimedOut {
-                deadline: Duration::from_millis(1500),
-                attempts: 3,
-                last_error: Some("injected \"fault\"\n".into()),
-            }),
+impl Publisher for Fake {
+    async fn publish(
+        &self,
+        publish: &QueuedPublish,
+        _until: tokio::time::Instant,
+    ) -> Result<String, String> {
+        self.sent.lock().unwrap().push(publish.clone());
+        match self.fail.load(Ordering::Relaxed) {
+            false => Ok("fuzz-message-id".into()),
+            true => Err("injected \"fault\"\n".into()),
         }
     }
 }
 
-/// What the upstream was given: query string, body, content type.
-type Received = (Option<String>, Vec<u8>, Option<String>);
+type FuzzApp = App<Fake, Fake>;
 
-/// Records every forward it is asked for and answers as told.
-struct Upstream {
-    answer: Mutex<Result<UpstreamAnswer, ForwardError>>,
-    received: Mutex<Vec<Received>>,
+const CONFIGS: u8 = 72;
+
+/// The upstream, restarted every 32 requests so that reading what it recorded stays cheap,
+/// and the apps, each rebuilt (with a forwarder to the upstream of the day) when first used
+/// after a restart.
+struct Harness {
+    runtime: tokio::runtime::Runtime,
+    upstream: Upstream,
+    generation: u64,
+    /// How many requests the upstream had recorded before this run.
+    seen: usize,
+    apps: Vec<Option<(u64, FuzzApp)>>,
 }
 
-impl Forwarder for Upstream {
-    async fn forward(&self, request: Forward<'_>) -> Result<UpstreamAnswer, ForwardError> {
-        self.received.lock().unwrap().push((
-            request.query.map(str::to_owned),
-            request.body.to_vec(),
-            request.content_type.map(str::to_owned),
-        ));
-        self.answer.lock().unwrap().clone()
+impl Harness {
+    fn new() -> Harness {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let upstream = runtime.block_on(Upstream::start(Reply::json("{}")));
+        let apps = (0..CONFIGS).map(|_| None).collect();
+        Harness {
+            runtime,
+            upstream,
+            generation: 0,
+            seen: 0,
+            apps,
+        }
     }
-}
 
-type FuzzApp = App<Recorder, Upstream>;
+    fn restart_if_due(&mut self) {
+        if self.seen >= 32 {
+            self.upstream = self.runtime.block_on(Upstream::start(Reply::json("{}")));
+            self.generation += 1;
+            self.seen = 0;
+        }
+    }
 
-const CONFIGS: u8 = 36;
-
-/// Configuration `v`: tokens (none, one, one and a previous one), upstream (none, one, one
-/// with FORWARD_EXCEPTIONS), MAX_BODY_BYTES (96 or the default), an unclassified topic or not.
-fn app(variant: u8) -> &'static FuzzApp {
-    static APPS: OnceLock<Vec<FuzzApp>> = OnceLock::new();
-    let apps = APPS.get_or_init(|| {
-        (0..CONFIGS)
-            .map(|v| {
-                let (tokens, upstream, small, unclassified) =
-                    (v % 3, (v / 3) % 3, (v / 9) % 2, v / 18);
-                let config = Config::from_lookup(|name| {
-                    let topic = |n: &str| Some(format!("arn:aws:sns:us-east-1:1:{n}"));
-                    match name {
-                        "IM_SDK_APP_ID" => Some("1400000000,1400000001".into()),
-                        "IM_CALLBACK_TOKEN" if tokens > 0 => Some(TOKEN.into()),
-                        "IM_CALLBACK_TOKEN_PREVIOUS" if tokens == 2 => Some(PREVIOUS.into()),
-                        "UPSTREAM_CALLBACK_URL" if upstream > 0 => {
-                            Some(format!("https://backend.example/im?key={UPSTREAM_SECRET}"))
-                        }
-                        "FORWARD_EXCEPTIONS" if upstream == 2 => Some("true".into()),
-                        "MAX_BODY_BYTES" if small == 1 => Some("96".into()),
-                        "TOPIC_ARN_UNCLASSIFIED" if unclassified == 1 => topic("un"),
-                        "TOPIC_ARN_INVALID_GROUP" => topic("ig"),
-                        "TOPIC_ARN_FREQUENCY_LIMIT" => topic("fl"),
-                        "TOPIC_ARN_CONTENT_FILTER" => topic("cf.fifo"),
-                        "TOPIC_ARN_MUTED_SENDER" => topic("ms"),
-                        "ERROR_CODE_OVERRIDES" => Some("80005=content_filter".into()),
-                        _ => None,
-                    }
-                })
-                .expect("fuzz configuration");
-                App {
-                    config,
-                    publisher: Recorder {
-                        fail: Mutex::new(None),
-                        attempts: Mutex::new(Vec::new()),
-                    },
-                    forwarder: Upstream {
-                        answer: Mutex::new(Err(ForwardError::AnswerTooLarge)),
-                        received: Mutex::new(Vec::new()),
-                    },
+    /// Configuration `v`: tokens (none, one, one and a previous one), upstream (none, one, one
+    /// with FORWARD_EXCEPTIONS), MAX_BODY_BYTES (1024 or the default), an unclassified topic
+    /// or not, a retry queue or not.
+    fn prepare(&mut self, v: u8) {
+        let v = v % CONFIGS;
+        let url = self.upstream.url(UPSTREAM_PATH);
+        let slot = &mut self.apps[usize::from(v)];
+        if slot.as_ref().is_none_or(|(g, _)| *g != self.generation) {
+            let (tokens, upstream, small, unclassified, queue) =
+                (v % 3, (v / 3) % 3, (v / 9) % 2, (v / 18) % 2, v / 36);
+            let config = Config::from_lookup(|name| {
+                let topic = |n: &str| Some(format!("arn:aws:sns:us-east-1:1:{n}"));
+                match name {
+                    "IM_SDK_APP_ID" => Some(inputs::APP_IDS.into()),
+                    "IM_CALLBACK_TOKEN" if tokens > 0 => Some(TOKEN.into()),
+                    "IM_CALLBACK_TOKEN_PREVIOUS" if tokens == 2 => Some(PREVIOUS.into()),
+                    "UPSTREAM_CALLBACK_URL" if upstream > 0 => Some(url.clone()),
+                    "UPSTREAM_TIMEOUT_MS" => Some("100".into()),
+                    "FORWARD_EXCEPTIONS" if upstream == 2 => Some("true".into()),
+                    "MAX_BODY_BYTES" if small == 1 => Some("1024".into()),
+                    "TOPIC_ARN_UNCLASSIFIED" if unclassified == 1 => topic("un"),
+                    "TOPIC_ARN_INVALID_GROUP" => topic("ig"),
+                    "TOPIC_ARN_FREQUENCY_LIMIT" => topic("fl"),
+                    "TOPIC_ARN_CONTENT_FILTER" => topic("cf.fifo"),
+                    "TOPIC_ARN_MUTED_SENDER" => topic("ms"),
+                    "ERROR_CODE_OVERRIDES" => Some("80005=content_filter".into()),
+                    _ => None,
                 }
             })
-            .collect()
-    });
-    &apps[usize::from(variant % CONFIGS)]
-}
-
-/// The production JSON log lines, into a buffer this target reads back.
-static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct LogWriter;
-
-impl Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOG.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-fn sign_hex(signer: Signer, time: &str) -> String {
-    let token = match signer {
-        Signer::Current => TOKEN,
-        Signer::Previous => PREVIOUS,
-        Signer::Stranger => STRANGER,
-    };
-    hex::encode(im_exception_webhook::auth::sign(token, time))
-}
-
-impl Text<'_> {
-    fn render(&self) -> String {
-        match self {
-            Text::Known(i, mask) => KNOWN[usize::from(*i) % KNOWN.len()]
-                .chars()
-                .enumerate()
-                .map(|(n, c)| {
-                    if (mask >> (n % 64)) & 1 == 1 {
-                        c.to_ascii_uppercase()
-                    } else {
-                        c
-                    }
-                })
-                .collect(),
-            Text::AppId => "1400000000".into(),
-            Text::Time(offset) => (now_secs() + i64::from(*offset)).to_string(),
-            Text::Sign(signer, offset) => {
-                sign_hex(*signer, &(now_secs() + i64::from(*offset)).to_string())
-            }
-            Text::Any(s) => (*s).to_owned(),
+            .expect("fuzz configuration");
+            let tokens: Arc<[String]> = match &config.tokens {
+                TokenSource::Env(tokens) => tokens.clone().into(),
+                _ => Arc::new([]),
+            };
+            let app = App {
+                tokens: Tokens::Fixed(tokens),
+                sns: Fake::default(),
+                queue: (queue == 1).then(Fake::default),
+                upstream: config.upstream.clone().map(Forwarder::new),
+                config,
+            };
+            *slot = Some((self.generation, app));
         }
     }
+
+    fn app(&self, v: u8) -> &FuzzApp {
+        &self.apps[usize::from(v % CONFIGS)]
+            .as_ref()
+            .expect("prepared")
+            .1
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Percent-encodes what a request line cannot carry, as `encoding` says.
@@ -481,6 +334,7 @@ fn encode(text: &str, encoding: Encoding) -> String {
 /// What the event says was received.
 struct Sent {
     event: Value,
+    method: String,
     /// The raw query string of an HTTP API or function URL event.
     raw_query: String,
     /// The parameters of a REST event, by name, in order.
@@ -495,54 +349,30 @@ struct Sent {
 }
 
 impl Sent {
-    /// Whether the caller sent `secret` (outside a Sign), as is or as JSON or `{:?}` escapes
-    /// it: an escape can spell what was sent in pieces (`"\u{f}uzz-Token"` is `"\u000fuzz-Token"`
-    /// in JSON).
+    /// Whether the caller sent `secret` (outside a Sign): then a line or an answer may hold it.
     fn spells(&self, secret: &str) -> bool {
         String::from_utf8_lossy(&self.body).contains(secret)
-            || self.unsigned.iter().any(|v| {
-                v.contains(secret)
-                    || serde_json::to_string(v).is_ok_and(|j| j.contains(secret))
-                    || format!("{v:?}").contains(secret)
-            })
+            || self.unsigned.iter().any(|v| spells(v, secret))
     }
 }
 
 /// The event API Gateway would deliver for this call.
-fn event(input: &Input<'_>) -> Sent {
+fn event(input: &Input<'_>, limit: usize) -> Sent {
+    // API Gateway passes any token-shaped method on.
     let method = match input.method {
-        None => "POST".to_owned(),
-        Some(Method::Get) => "GET".to_owned(),
-        // API Gateway passes any token-shaped method on.
-        Some(Method::Other(m)) => m
+        (n, _) if n % 8 != 7 => "POST".to_owned(),
+        (_, m) => m
             .chars()
-            .filter(|c| c.is_ascii_alphabetic())
+            .filter(char::is_ascii_alphabetic)
             .take(10)
-            .collect::<String>()
-            .to_ascii_uppercase(),
+            .collect(),
     };
-    let method = if method.is_empty() {
-        "PATCH".into()
-    } else {
-        method
+    let method = match method.to_ascii_uppercase() {
+        m if m.is_empty() => "PATCH".to_owned(),
+        m => m,
     };
-    let mut pairs: Vec<(String, String)> = input
-        .query
-        .iter()
-        .map(|(k, v)| (k.render(), v.render()))
-        .collect();
-    if let Some(chat) = &input.chat {
-        let time = (now_secs() + i64::from(chat.offset)).to_string();
-        pairs.push(("SdkAppid".into(), "1400000000".into()));
-        pairs.push((
-            "CallbackCommand".into(),
-            COMMANDS[usize::from(chat.command) % 4].into(),
-        ));
-        pairs.push(("Sign".into(), sign_hex(chat.signer, &time)));
-        pairs.push(("RequestTime".into(), time));
-    }
-    let raw_query = pairs
-        .iter()
+    let pairs = input.query.pairs(now());
+    let raw_query = (pairs.iter())
         .map(|(k, v)| {
             format!(
                 "{}={}",
@@ -552,36 +382,42 @@ fn event(input: &Input<'_>) -> Sent {
         })
         .collect::<Vec<_>>()
         .join("&");
-    let bytes = input.body.bytes();
-    let (body, base64, received) = if input.base64 {
+    let mut bytes = input.body.render().bytes;
+    // With the 1024-byte limit, a callback padded with blanks to just under or over it.
+    if let BodyInput::Callback(callback) = &input.body
+        && let Some(delta) = callback.pad
+        && limit <= 1024
+    {
+        let target = limit.saturating_add_signed(isize::from(delta % 3));
+        bytes.resize(bytes.len().max(target), b' ');
+    }
+    let (body, received) = if input.base64 {
         use base64::Engine;
         (
             base64::engine::general_purpose::STANDARD.encode(&bytes),
-            true,
             bytes,
         )
     } else {
         // Only text reaches the function unencoded.
         let text = String::from_utf8_lossy(&bytes).into_owned();
-        let received = text.clone().into_bytes();
-        (text, false, received)
+        (text.clone(), text.into_bytes())
     };
     let single: serde_json::Map<String, Value> = pairs
         .iter()
         .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
         .collect();
-    let content_type = input.content_type.as_ref().map(|c| match c {
-        ContentType::Json => "application/json".to_owned(),
-        ContentType::TextUtf8 => "text/plain; charset=utf-8".to_owned(),
-        // A header value: visible ASCII and spaces.
-        ContentType::Any(s) => s
-            .chars()
-            .filter(|c| c.is_ascii_graphic() || *c == ' ')
-            .collect::<String>()
-            .trim()
-            .to_owned(),
+    let content_type = input.content_type.as_ref().and_then(|c| {
+        let c = match c {
+            ContentType::Json => "application/json".to_owned(),
+            ContentType::TextUtf8 => "text/plain; charset=utf-8".to_owned(),
+            // A header value: visible ASCII and spaces.
+            ContentType::Any(s) => s
+                .chars()
+                .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                .collect(),
+        };
+        Some(c.trim().to_owned()).filter(|c| !c.is_empty())
     });
-    let content_type = content_type.filter(|c| !c.is_empty());
     let mut headers = json!({"host": "example.execute-api.us-east-1.amazonaws.com"});
     if let Some(c) = &content_type {
         headers["content-type"] = json!(c);
@@ -590,6 +426,10 @@ fn event(input: &Input<'_>) -> Sent {
     for (k, v) in &pairs {
         multi.entry(k.clone()).or_default().push(v.clone());
     }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let event = match input.source {
         Source::RestApi => json!({
             "resource": "/callback", "path": "/callback", "httpMethod": method,
@@ -597,8 +437,9 @@ fn event(input: &Input<'_>) -> Sent {
             "queryStringParameters": single, "multiValueQueryStringParameters": multi,
             "requestContext": {"accountId": "1", "apiId": "a", "resourceId": "r",
                 "resourcePath": "/callback", "httpMethod": method, "path": "/prod/callback",
-                "stage": "prod", "requestId": "fuzz", "identity": {}},
-            "body": body, "isBase64Encoded": base64
+                "stage": "prod", "requestId": "fuzz", "requestTimeEpoch": now_ms,
+                "identity": {"sourceIp": "203.0.113.7"}},
+            "body": body, "isBase64Encoded": input.base64
         }),
         Source::HttpApi | Source::FunctionUrl => json!({
             "version": "2.0", "routeKey": "$default", "rawPath": "/callback",
@@ -607,25 +448,22 @@ fn event(input: &Input<'_>) -> Sent {
                 "http": {"method": method, "path": "/callback", "protocol": "HTTP/1.1",
                     "sourceIp": "203.0.113.7", "userAgent": "TencentCloudChat"},
                 "requestId": "fuzz", "routeKey": "$default", "stage": "$default",
-                "time": "25/Nov/2026:20:00:00 +0000", "timeEpoch": 0},
-            "body": body, "isBase64Encoded": base64
+                "time": "25/Nov/2026:20:00:00 +0000", "timeEpoch": now_ms},
+            "body": body, "isBase64Encoded": input.base64
         }),
     };
-    let signs = pairs
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("Sign"))
+    let sign = |k: &str| k.eq_ignore_ascii_case("Sign");
+    let signs = (pairs.iter())
+        .filter(|(k, _)| sign(k))
         .map(|(_, v)| v.clone())
         .collect();
-    let unsigned = pairs
-        .iter()
-        .flat_map(|(k, v)| {
-            let sign = k.eq_ignore_ascii_case("Sign");
-            [Some(k.clone()), (!sign).then(|| v.clone())]
-        })
+    let unsigned = (pairs.iter())
+        .flat_map(|(k, v)| [Some(k.clone()), (!sign(k)).then(|| v.clone())])
         .flatten()
         .collect();
     Sent {
         event,
+        method,
         raw_query,
         multi,
         body: received,
@@ -635,361 +473,346 @@ fn event(input: &Input<'_>) -> Sent {
     }
 }
 
-// ----------------------------------------------------------------------------------------
-// Outcome counts.
-// ----------------------------------------------------------------------------------------
-
-static RUNS: AtomicU64 = AtomicU64::new(0);
-static COUNTS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
-
-fn stats_on() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        let on = std::env::var_os("FUZZ_STATS").is_some();
-        if on {
-            unsafe extern "C" {
-                fn atexit(callback: extern "C" fn()) -> i32;
-            }
-            extern "C" fn at_exit() {
-                print_stats("at exit");
-            }
-            // SAFETY: registers a plain function with the C runtime, once.
-            unsafe { atexit(at_exit) };
-        }
-        on
-    })
-}
-
-fn count(outcome: String) {
-    if stats_on() {
-        *COUNTS.lock().unwrap().entry(outcome).or_default() += 1;
-    }
-}
-
-fn print_stats(when: &str) {
-    let runs = RUNS.load(Ordering::Relaxed);
-    let mut text = format!("fuzz stats {when}: {runs} runs\n");
-    for (outcome, n) in COUNTS.lock().unwrap().iter() {
-        text.push_str(&format!("  {n:>9}  {outcome}\n"));
-    }
-    eprint!("{text}");
-}
-
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        let subscriber =
-            logging::subscriber(true, tracing::level_filters::LevelFilter::INFO, || {
-                LogWriter
-            });
-        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-    })
-}
-
-/// The `envelope` of a record line, as text.
-fn envelope_of(line: &str) -> String {
-    #[derive(serde::Deserialize)]
-    struct Line<'a> {
+/// The `callback` of an envelope, as text.
+fn callback_of(envelope: &str) -> String {
+    #[derive(Deserialize)]
+    struct Raw<'a> {
         #[serde(borrow)]
-        envelope: &'a RawValue,
+        callback: &'a RawValue,
     }
-    let line: Line<'_> = serde_json::from_str(line).expect("a record line");
-    let raw = line.envelope.get();
-    if raw.starts_with('"') {
-        serde_json::from_str::<String>(raw).expect("an envelope string")
-    } else {
-        raw.to_owned()
+    let raw: Raw<'_> = serde_json::from_str(envelope).expect("the envelope is JSON");
+    raw.callback.get().to_owned()
+}
+
+/// What the forwarded request was: exactly what was received.
+fn check_forwarded(request: &Recorded, sent: &Sent, source: Source) {
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.body, sent.body, "the forwarded body");
+    let content_type = sent.content_type.as_deref().unwrap_or("application/json");
+    assert_eq!(request.header_values("content-type"), [content_type]);
+    let target = String::from_utf8(request.target.clone()).expect("an ASCII target");
+    let query = target
+        .strip_prefix(UPSTREAM_PATH)
+        .expect("the upstream's own path and query");
+    let query = query.strip_prefix('&').unwrap_or(query);
+    match source {
+        Source::HttpApi | Source::FunctionUrl => assert_eq!(query, sent.raw_query),
+        Source::RestApi => {
+            let parsed: QueryMap = query.parse().unwrap();
+            let mut names: Vec<String> = parsed.iter().map(|(k, _)| k.to_owned()).collect();
+            names.sort();
+            names.dedup();
+            assert_eq!(
+                names,
+                sent.multi.keys().cloned().collect::<Vec<_>>(),
+                "{query}"
+            );
+            for (name, values) in &sent.multi {
+                let got: Vec<&str> = parsed.all(name).unwrap_or_default();
+                assert_eq!(got, *values, "the forwarded values of {name:?}");
+            }
+        }
     }
+}
+
+/// A log line: its text, and its fields as values but for a `logged` line's `envelope`,
+/// kept as text (a body may hold a number such as 1e400, valid JSON that `Value` cannot hold).
+struct LogLine {
+    text: String,
+    value: Value,
+    envelope: Option<String>,
+}
+
+impl LogLine {
+    fn of(line: &impl serde::Serialize) -> LogLine {
+        let text = serde_json::to_string(line).expect("a line serializes");
+        assert!(text.starts_with('{') && !text.contains('\n'), "{text}");
+        let fields: BTreeMap<String, Box<RawValue>> =
+            serde_json::from_str(&text).expect("each line is one JSON object");
+        let envelope = fields.get("envelope").map(|e| e.get().to_owned());
+        let value = (fields.iter())
+            .filter(|(name, _)| *name != "envelope")
+            .map(|(name, v)| {
+                (
+                    name.clone(),
+                    serde_json::from_str::<Value>(v.get()).unwrap(),
+                )
+            })
+            .collect();
+        LogLine {
+            text,
+            value,
+            envelope,
+        }
+    }
+
+    fn kind(&self) -> String {
+        let field = |name: &str| self.value[name].as_str().unwrap_or("?").to_owned();
+        format!("{}/{}", field("event"), field("outcome"))
+    }
+}
+
+/// The envelope's category.
+fn category_of(envelope: &str) -> Category {
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        category: &'a str,
+    }
+    let head: Head<'_> = serde_json::from_str(envelope).expect("the envelope is JSON");
+    head.category.parse().expect("a category")
+}
+
+fn harness() -> &'static Mutex<Harness> {
+    static HARNESS: OnceLock<Mutex<Harness>> = OnceLock::new();
+    HARNESS.get_or_init(|| Mutex::new(Harness::new()))
 }
 
 fuzz_target!(|input: Input<'_>| {
-    RUNS.fetch_add(1, Ordering::Relaxed);
-    let runtime = runtime();
-    let app = app(input.config);
-    *app.publisher.fail.lock().unwrap() = input.publish_fails;
-    app.publisher.attempts.lock().unwrap().clear();
-    let upstream_result = input.upstream.result();
-    *app.forwarder.answer.lock().unwrap() = upstream_result.clone();
-    app.forwarder.received.lock().unwrap().clear();
-    LOG.lock().unwrap().clear();
-    let config = &app.config;
+    let mut harness = harness().lock().unwrap();
+    harness.restart_if_due();
+    harness.prepare(input.config);
+    let forwarded = run(&harness, &input);
+    harness.seen += forwarded;
+});
 
-    let sent = event(&input);
+/// One run; returns how many requests reached the upstream.
+fn run(harness: &Harness, input: &Input<'_>) -> usize {
+    let reply = input.upstream.reply();
+    let stalls = reply.action == Action::Hold;
+    harness.upstream.set(reply.clone());
+    let app = harness.app(input.config);
+    let config = &app.config;
+    let sns_fails = !matches!(input.failing, Failing::Nothing);
+    let queue_fails = matches!(input.failing, Failing::SnsAndQueue);
+    app.sns.fail.store(sns_fails, Ordering::Relaxed);
+    app.sns.sent.lock().unwrap().clear();
+    if let Some(queue) = &app.queue {
+        queue.fail.store(queue_fails, Ordering::Relaxed);
+        queue.sent.lock().unwrap().clear();
+    }
+
+    let sent = event(input, config.max_body_bytes);
+    // API Gateway refuses a request line over 10,240 bytes (an HTTP API quota) before any
+    // function sees it; lambda_http's conversion panics on a URI past 64 KiB.
+    if sent.raw_query.len() > 10_240 {
+        return 0;
+    }
     let lambda_request: LambdaRequest =
         serde_json::from_value(sent.event.clone()).expect("an API Gateway event deserializes");
     let request: Request = lambda_request.into();
     assert_eq!(request.body().as_ref(), sent.body.as_slice());
-    let response = runtime.block_on(handler::handle(app, request));
+    let (response, lines) = harness.runtime.block_on(handle(app, &request));
+    let forwarded = harness.upstream.requests()[harness.seen..].to_vec();
 
     let status = response.status().as_u16();
     let answer_body = response.body().as_ref().to_vec();
-    let answer_type = response.headers().get(CONTENT_TYPE).cloned();
-    let attempts = app.publisher.attempts.lock().unwrap().clone();
-    let received = app.forwarder.received.lock().unwrap().clone();
-    let log = String::from_utf8(LOG.lock().unwrap().clone()).expect("the log is UTF-8");
-    let lines: Vec<(&str, Value)> = log
-        .lines()
-        .map(|line| {
-            assert!(line.starts_with('{'), "{line}");
-            (
-                line,
-                serde_json::from_str(line).expect("each log line is one JSON value"),
-            )
-        })
-        .collect();
-    let event_of = |v: &Value| {
-        format!(
-            "{}/{}",
-            v["event"].as_str().unwrap_or("?"),
-            v["outcome"].as_str().unwrap_or("?")
-        )
-    };
-    let logged = lines
-        .iter()
-        .find(|(_, v)| v["event"] == "callback" && v["outcome"] == "logged");
+    let header = |name| response.headers().get(name).map(|v| v.as_bytes().to_vec());
+    let published = app.sns.sent.lock().unwrap().clone();
+    let queued = app
+        .queue
+        .as_ref()
+        .map(|q| q.sent.lock().unwrap().clone())
+        .unwrap_or_default();
+    let lines: Vec<LogLine> = lines.iter().map(LogLine::of).collect();
+    let kinds: Vec<String> = lines.iter().map(LogLine::kind).collect();
+    let logged = lines.iter().find(|l| l.kind() == "callback/logged");
 
     // What happened: a publish, an exception kept in its log line, a forward.
-    assert!(attempts.len() <= 1);
-    assert!(received.len() <= 1, "{received:?}");
-    let exception = !attempts.is_empty() || logged.is_some();
-    let forwarded = !received.is_empty();
-    let forward_decision = forwarded && !exception;
-    if forwarded {
-        let upstream = config
-            .upstream
-            .as_ref()
-            .expect("forwarded without an upstream");
-        assert!(
-            !exception || upstream.forward_exceptions,
-            "an exception forwarded"
-        );
-    }
-    if exception && let Some(upstream) = &config.upstream {
-        assert_eq!(forwarded, upstream.forward_exceptions);
+    assert!(published.len() <= 1);
+    let tried_queue = sns_fails && !published.is_empty() && app.queue.is_some();
+    assert_eq!(
+        queued.len(),
+        usize::from(tried_queue),
+        "the queue only when SNS failed"
+    );
+    // A connection closed before the answer is tried once more: the same request twice.
+    assert!(forwarded.len() <= 2, "{forwarded:?}");
+    let same = |a: &Recorded, b: &Recorded| (&a.target, &a.body) == (&b.target, &b.body);
+    assert!(forwarded.windows(2).all(|w| same(&w[0], &w[1])));
+    let exception = !published.is_empty() || logged.is_some();
+    let was_forwarded = !forwarded.is_empty();
+    let forward_decision = was_forwarded && !exception;
+    match &config.upstream {
+        Some(upstream) if exception => {
+            assert_eq!(
+                was_forwarded, upstream.forward_exceptions,
+                "an exception forwarded"
+            )
+        }
+        Some(_) => {}
+        None => assert!(!was_forwarded, "forwarded without an upstream"),
     }
 
     // The answer.
-    let publish_failed = input.publish_fails.is_some() && !attempts.is_empty();
-    let outcome = if forward_decision {
-        match &upstream_result {
-            Ok(answer) if StatusCode::from_u16(answer.status).is_ok() => {
-                assert_eq!(status, answer.status);
-                assert_eq!(answer_body, answer.body);
-                let expected_type = answer
-                    .content_type
-                    .as_deref()
-                    .and_then(|c| HeaderValue::from_str(c).ok());
-                assert_eq!(answer_type, expected_type);
-                match response.body() {
-                    Body::Text(_) => assert!(std::str::from_utf8(&answer.body).is_ok()),
-                    Body::Binary(_) => assert!(std::str::from_utf8(&answer.body).is_err()),
-                    Body::Empty => panic!("an empty body"),
-                    _ => panic!("an unexpected body"),
-                }
-                "forwarded: the upstream's answer".to_owned()
-            }
-            Ok(_) => {
-                assert_eq!(status, 502);
-                "forwarded: an answer with an impossible status, 502".to_owned()
-            }
-            Err(ForwardError::TimedOut(_)) => {
-                assert_eq!(status, 504);
-                "forwarded: timed out, 504".to_owned()
-            }
-            Err(e) => {
-                assert_eq!(status, 502);
-                format!("forwarded: {}, 502", e.reason())
-            }
+    let answered = matches!(
+        input.upstream,
+        UpstreamInput::Answer { .. } | UpstreamInput::ChatAnswer | UpstreamInput::AnswerThenClose
+    );
+    let passed_on = forward_decision && answered && reply.status < 600;
+    let mut outcome = if passed_on {
+        assert_eq!(status, reply.status);
+        assert_eq!(answer_body, reply.body);
+        let sent_header = |name: &str| {
+            let found = reply.headers.iter().find(|(n, _)| n == name);
+            found.map(|(_, v)| v.as_bytes().to_vec())
+        };
+        assert_eq!(header(CONTENT_TYPE), sent_header("content-type"));
+        assert_eq!(header(LOCATION), sent_header("location"));
+        match response.body() {
+            Body::Text(_) => assert!(std::str::from_utf8(&reply.body).is_ok()),
+            Body::Binary(_) => assert!(std::str::from_utf8(&reply.body).is_err()),
+            _ => panic!("an empty or unexpected body"),
         }
+        "forwarded: the upstream's answer".to_owned()
+    } else if forward_decision {
+        let expected = if stalls { 504 } else { 502 };
+        assert_eq!(status, expected, "{:?}", input.upstream);
+        format!("forwarded: {expected}")
     } else {
         assert!(
             [200, 400, 401, 403, 405, 413, 503].contains(&status),
             "status {status}"
         );
-        assert_eq!(status == 503, publish_failed);
-        let mut outcome = match (status, exception) {
-            (200, true) if attempts.is_empty() => "200 exception without a topic, logged".into(),
-            (200, true) => "200 exception published".into(),
+        if sent.method == "POST" {
+            assert_eq!(
+                status == 413,
+                sent.body.len() > config.max_body_bytes,
+                "413 exactly when over"
+            );
+        }
+        let kept = tried_queue && !queue_fails;
+        assert_eq!(status == 503, !published.is_empty() && sns_fails && !kept);
+        let (outcome, line) = match (status, exception) {
+            (200, true) if published.is_empty() => {
+                ("200 exception without a topic", "callback/logged")
+            }
+            (200, true) if sns_fails => ("200 exception queued", "callback/queued"),
+            (200, true) => ("200 exception published", "callback/published"),
             (200, false) => {
                 assert!(config.upstream.is_none(), "acknowledged with an upstream");
-                "200 other command, acknowledged".into()
+                ("200 other command, acknowledged", "callback/other_command")
             }
-            (503, _) => "503 publish failed".into(),
-            (s, _) => format!("{s} refused"),
+            (503, _) => (
+                "503 publish failed, recorded",
+                "publish_failed/publish_failed",
+            ),
+            (_, _) => ("refused", "callback/rejected"),
         };
-        if forwarded {
-            outcome.push_str(&format!(
-                "; forwarded too ({})",
-                match &upstream_result {
-                    Ok(_) => "answered",
-                    Err(e) => e.reason(),
-                }
-            ));
-        }
-        outcome
+        assert_eq!(kinds[0], line);
+        outcome.replace("refused", &format!("{status} refused"))
     };
-    let passed_on = forward_decision
-        && matches!(&upstream_result, Ok(a) if StatusCode::from_u16(a.status).is_ok());
+    if was_forwarded && exception {
+        outcome.push_str("; forwarded too");
+    }
     if !passed_on {
-        // The function's own answer: JSON, the exact acknowledgement or a FAIL with the
-        // documented codes.
+        // The function's own answer: JSON, the exact acknowledgement or a FAIL.
         assert_eq!(
-            answer_type.as_ref().map(|v| v.as_bytes()),
+            header(CONTENT_TYPE).as_deref(),
             Some(&b"application/json"[..])
         );
         let text = std::str::from_utf8(&answer_body).expect("a text answer");
-        let answer_json: Value = serde_json::from_str(text).expect("the answer is JSON");
+        let answer: Value = serde_json::from_str(text).expect("the answer is JSON");
         if status == 200 {
             assert_eq!(text, ACKNOWLEDGEMENT);
         } else {
-            assert_eq!(answer_json["ActionStatus"], "FAIL");
-            assert_eq!(
-                answer_json["ErrorCode"].as_u64().unwrap() / 10,
-                u64::from(status)
+            assert_eq!(answer["ActionStatus"], "FAIL");
+            let code = answer["ErrorCode"].as_u64().unwrap();
+            assert_eq!(code / 10, u64::from(status));
+            assert!(
+                !forward_decision || code == u64::from(status) * 10,
+                "{code}"
             );
-            assert!(!answer_json["ErrorInfo"].as_str().unwrap().is_empty());
-            if forward_decision {
-                // No usable answer from the upstream: 502/5020, or 504/5040 when it timed out.
-                let code = if status == 504 { 5040 } else { 5020 };
-                assert_eq!(answer_json["ErrorCode"], code);
-            }
+            assert!(!answer["ErrorInfo"].as_str().unwrap().is_empty());
         }
     }
-    let upstream_body = upstream_result
-        .as_ref()
-        .map_or(&[][..], |a| a.body.as_slice());
-    for secret in [TOKEN, PREVIOUS, UPSTREAM_SECRET] {
-        let text = String::from_utf8_lossy(&answer_body);
-        assert!(
-            !text.contains(secret)
-                || String::from_utf8_lossy(upstream_body).contains(secret)
-                || sent.spells(secret),
-            "the answer holds a secret"
-        );
+    let from_upstream = String::from_utf8_lossy(&reply.body);
+    let answer_text = String::from_utf8_lossy(&answer_body);
+    for secret in [TOKEN, PREVIOUS, UPSTREAM_KEY] {
+        let held = answer_text.contains(secret) && !from_upstream.contains(secret);
+        assert!(!held || sent.spells(secret), "the answer holds a secret");
     }
-    count(outcome);
 
     // What was forwarded: exactly what was received.
-    if let Some((query, body, content_type)) = received.first() {
-        assert_eq!(body, &sent.body, "the forwarded body");
-        assert_eq!(
-            content_type, &sent.content_type,
-            "the forwarded content type"
-        );
-        match input.source {
-            Source::HttpApi | Source::FunctionUrl => {
-                let expected = (!sent.raw_query.is_empty()).then(|| sent.raw_query.clone());
-                assert_eq!(query, &expected, "the forwarded query string");
-            }
-            Source::RestApi => {
-                let query = query.as_deref().unwrap_or("");
-                let parsed: QueryMap = query.parse().unwrap();
-                let mut names: Vec<String> = parsed.iter().map(|(k, _)| k.to_owned()).collect();
-                names.sort();
-                names.dedup();
-                assert_eq!(
-                    names,
-                    sent.multi.keys().cloned().collect::<Vec<_>>(),
-                    "{query}"
-                );
-                for (name, values) in &sent.multi {
-                    let got: Vec<&str> = parsed.all(name).unwrap_or_default();
-                    assert_eq!(got, *values, "the forwarded values of {name:?}");
-                }
-            }
-        }
+    for request in &forwarded {
+        check_forwarded(request, &sent, input.source);
     }
 
-    // What was published (or would have been).
-    let trimmed = |b: &[u8]| -> Vec<u8> {
-        let text = std::str::from_utf8(b).expect("an accepted body is UTF-8");
-        text.trim_matches([' ', '\t', '\r', '\n'])
-            .as_bytes()
-            .to_vec()
-    };
-    for (arn, message) in &attempts {
-        #[derive(serde::Deserialize)]
-        struct Raw<'a> {
-            #[serde(borrow)]
-            callback: &'a RawValue,
-        }
-        let raw: Raw<'_> = serde_json::from_str(&message.body).expect("the envelope is JSON");
-        assert_eq!(raw.callback.get().as_bytes(), trimmed(&sent.body));
-        let topic = config
-            .topic(message.category)
-            .expect("published to a topic");
-        assert_eq!(*arn, topic.arn);
+    // What was published, queued or recorded: one publish, to the category's topic, the body
+    // in it as received, and nothing SNS or SQS refuses.
+    for publish in published.iter().chain(&queued) {
+        assert_eq!(callback_of(&publish.message), as_carried(&sent.body));
+        let topic = config.topics.get(category_of(&publish.message));
+        assert_eq!(Some(&publish.topic_arn), topic.map(|t| &t.arn));
+        assert!(
+            !publish.to_json().contains(REFUSED),
+            "a publish holds U+FFFE or U+FFFF"
+        );
         assert_eq!(
-            &republish::message_from_envelope(&message.body).expect("republishable"),
-            message
+            publish, &published[0],
+            "the queue gets what SNS did not take"
         );
     }
-    if let Some((line, _)) = logged {
-        let envelope = envelope_of(line);
-        let message = republish::message_from_envelope(&envelope).expect("republishable");
-        assert!(config.topic(message.category).is_none());
-        assert!(envelope.ends_with(&format!(
-            ",\"callback\":{}}}",
-            String::from_utf8(trimmed(&sent.body)).unwrap()
-        )));
+    let records: Vec<&Value> = (lines.iter())
+        .filter(|l| l.value["event"] == "publish_failed")
+        .map(|l| &l.value["publish"])
+        .collect();
+    assert_eq!(records.len(), usize::from(status == 503));
+    for record in records {
+        assert_eq!(QueuedPublish::deserialize(record).unwrap(), published[0]);
+    }
+    if let Some(line) = logged {
+        let envelope = line
+            .envelope
+            .as_deref()
+            .expect("a logged line keeps its envelope");
+        assert!(config.topics.get(category_of(envelope)).is_none());
+        assert_eq!(callback_of(envelope), as_carried(&sent.body));
+        assert!(!envelope.contains(REFUSED));
     }
 
     // The log lines.
-    for secret in [TOKEN, PREVIOUS, UPSTREAM_SECRET] {
-        assert!(
-            !log.contains(secret) || sent.spells(secret),
-            "the log holds a secret"
-        );
-    }
-    let expected_lines = 1 + usize::from(exception && forwarded);
-    assert_eq!(lines.len(), expected_lines, "{log}");
-    for (line, value) in &lines {
-        if value.get("_aws").is_some() {
-            metrics::validate_emf(value).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(
+        lines.len(),
+        1 + usize::from(exception && was_forwarded),
+        "{kinds:?}"
+    );
+    for line in &lines {
+        let text = &line.text;
+        for secret in [TOKEN, PREVIOUS, UPSTREAM_KEY] {
+            assert!(
+                !text.contains(secret) || sent.spells(secret),
+                "a line holds a secret"
+            );
         }
-        let kind = event_of(value);
+        if line.value.get("_aws").is_some() {
+            emf::validate_emf(&line.value).unwrap_or_else(|e| panic!("{e}: {text}"));
+        }
+        let kind = line.kind();
         let forward_line = matches!(
             kind.as_str(),
             "callback/forwarded" | "forward/forwarded" | "forward_failed/forward_failed"
         );
         assert_eq!(
             forward_line,
-            forwarded && (forward_decision || kind.starts_with("forward"))
+            was_forwarded && (forward_decision || kind.starts_with("forward"))
         );
         if forward_line {
             let body_text = String::from_utf8_lossy(&sent.body);
-            let command = value["command"].as_str().unwrap_or("");
-            // Only another command is forwarded as itself; an exception only alongside its
-            // publish.
-            assert_eq!(command == EXCEPTION_COMMAND, !forward_decision, "{line}");
+            let command = line.value["command"].as_str().unwrap_or("");
+            // Only another command is forwarded as itself; an exception only beside its publish.
+            assert_eq!(command == EXCEPTION_COMMAND, !forward_decision, "{text}");
             if body_text.len() >= 16 && !command.contains(&*body_text) {
                 assert!(
-                    !line.contains(&*body_text),
-                    "a forward line holds the body: {line}"
+                    !text.contains(&*body_text),
+                    "a forward line holds the body: {text}"
                 );
             }
-            for sign in &sent.signs {
-                if sign.len() >= 16 && !command.contains(sign.as_str()) {
-                    assert!(
-                        !line.contains(sign.as_str()),
-                        "a forward line holds the Sign"
-                    );
-                }
+            for sign in sent.signs.iter().filter(|s| s.len() >= 16) {
+                let held = text.contains(sign.as_str()) && !command.contains(sign.as_str());
+                assert!(!held, "a forward line holds the Sign");
             }
         }
     }
-    let records = record_source::scan("fuzz", &log).records;
-    if publish_failed {
-        // The record is the envelope that failed, and republishing would send that message.
-        assert_eq!(records.len(), 1, "{log}");
-        let record = records[0].as_ref().expect("a readable record");
-        assert_eq!(record.envelope, attempts[0].1.body);
-        assert_eq!(record.topic_arn.as_deref(), Some(attempts[0].0.as_str()));
-    } else {
-        assert!(records.is_empty(), "{log}");
-    }
-});
+    stats::count(&[&outcome], 20_000);
+    forwarded.len()
+}

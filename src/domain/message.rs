@@ -140,14 +140,22 @@ fn sns_accepts(c: char) -> bool {
 
 /// The envelope with `callback` last, spliced in as received (the body is already valid JSON,
 /// and copying it saves a second parse), except that a character SNS and SQS refuse is written
-/// as its JSON escape. In valid UTF-8 JSON the only such characters left are U+FFFE and U+FFFF,
-/// and only inside strings, where the escape means the same.
+/// as its JSON escape, in the head (whose `clientIp` and `optPlatform` come from the query
+/// string) and in the callback alike. In valid UTF-8 JSON the only such characters left are
+/// U+FFFE and U+FFFF, and only inside strings, where the escape means the same.
 fn envelope(head: &EnvelopeHead<'_>, raw_callback: &str) -> String {
-    let mut json = serde_json::to_string(head).expect("the envelope head always serializes");
-    json.pop(); // the head's closing brace
-    json.reserve(raw_callback.len() + 14);
+    let head = serde_json::to_string(head).expect("the envelope head always serializes");
+    let mut json = String::with_capacity(head.len() + raw_callback.len() + 14);
+    push_escaped(&mut json, &head[..head.len() - 1]); // without the head's closing brace
     json.push_str(",\"callback\":");
-    for piece in raw_callback.split_inclusive(['\u{FFFE}', '\u{FFFF}']) {
+    push_escaped(&mut json, raw_callback);
+    json.push('}');
+    json
+}
+
+/// Appends `text` with its U+FFFE and U+FFFF written as JSON escapes.
+fn push_escaped(json: &mut String, text: &str) {
+    for piece in text.split_inclusive(['\u{FFFE}', '\u{FFFF}']) {
         match piece.strip_suffix(['\u{FFFE}', '\u{FFFF}']) {
             Some(before) => {
                 json.push_str(before);
@@ -157,8 +165,6 @@ fn envelope(head: &EnvelopeHead<'_>, raw_callback: &str) -> String {
             None => json.push_str(piece),
         }
     }
-    json.push('}');
-    json
 }
 
 /// SHA-256 of `sdkAppId|GroupId|From_Account|Random|EventTime|ErrorCode`, lowercase hex;
@@ -252,8 +258,12 @@ mod tests {
     fn characters_sns_refuses_are_written_as_json_escapes() {
         let body =
             "{\"ErrorCode\":1,\"GroupId\":\"a\u{FFFE}b\",\"X\":\"\u{FFFF}\u{FFFE}\u{FFFD}\"}";
-        let (m, v) = message(body, None);
+        let (m, v) = message(body, Some("10.0.0.1\u{FFFF}"));
         assert!(!m.envelope.contains(['\u{FFFE}', '\u{FFFF}']));
+        assert_eq!(
+            v["clientIp"], "10.0.0.1\u{FFFF}",
+            "the head, from the query, too"
+        );
         assert!(
             m.envelope.ends_with(
                 r#""callback":{"ErrorCode":1,"GroupId":"a\ufffeb","X":"\uffff\ufffe�"}}"#

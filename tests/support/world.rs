@@ -166,16 +166,7 @@ impl World {
                 .expect("create queue")
                 .queue_url
                 .expect("queue URL");
-            let queue_arn = sqs
-                .get_queue_attributes()
-                .queue_url(&queue_url)
-                .attribute_names(QueueAttributeName::QueueArn)
-                .send()
-                .await
-                .expect("get queue attributes")
-                .attributes
-                .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-                .expect("queue ARN");
+            let queue_arn = queue_arn(&sqs, &queue_url).await;
             sns.subscribe()
                 .topic_arn(&topic_arn)
                 .protocol("sqs")
@@ -334,16 +325,7 @@ impl RetryQueue {
             }
         };
         let dead_letter_url = create(format!("{prefix}-dlq")).await;
-        let dead_letter_arn = sqs
-            .get_queue_attributes()
-            .queue_url(&dead_letter_url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("get queue attributes")
-            .attributes
-            .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-            .expect("queue ARN");
+        let dead_letter_arn = queue_arn(&sqs, &dead_letter_url).await;
         let url = create(format!("{prefix}-retry")).await;
         let policy = serde_json::json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": max_receive_count});
         sqs.set_queue_attributes()
@@ -422,6 +404,18 @@ pub fn sqs_event(messages: &[Queued]) -> Value {
         })
         .collect();
     serde_json::json!({ "Records": records })
+}
+
+pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> String {
+    sqs.get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("get queue attributes")
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .expect("queue ARN")
 }
 
 /// `it-<test>-<pid>-<n>`: unique across tests, runs and parallel binaries, and a valid SNS
