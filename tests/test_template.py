@@ -606,6 +606,7 @@ def test_alarms(template, resources):
     assert sorted(alarms) == sorted([
         "ExceptionsAtRiskAlarm", "FunctionThrottlesAlarm", "Api5xxAlarm", "QueuedAlarm",
         "RejectedCallbacksAlarm", "ForwardFailuresAlarm", "RedriveErrorsAlarm", "RetryDeadLetterQueueAlarm",
+        "RetryQueueStuckAlarm",
     ])  # fmt: skip
     for name, alarm in alarms.items():
         props = alarm["Properties"]
@@ -636,6 +637,15 @@ def test_alarms(template, resources):
     ]  # fmt: skip
     (expression,) = [m["Expression"] for m in at_risk["Metrics"] if m.get("ReturnData", True)]
     assert all(f"FILL({i}, 0)" in expression for i in stats) and float(at_risk["Threshold"]) == 1
+    # A retry queue nothing drains: its oldest message older than twice the redrive's give-up time.
+    stuck = a["RetryQueueStuckAlarm"]
+    (age,) = [m["MetricStat"]["Metric"] for m in stuck["Metrics"] if "MetricStat" in m]
+    assert (age["MetricName"], age["Dimensions"][0]["Value"]) == (
+        "ApproximateAgeOfOldestMessage", {"Fn::GetAtt": ["RetryQueue", "QueueName"]}
+    )  # fmt: skip
+    (per_receive,) = [m["Expression"] for m in stuck["Metrics"] if m.get("ReturnData", True)]
+    visibility = resources["RetryQueue"]["Properties"]["VisibilityTimeout"]
+    assert "${RetryMaxReceiveCount}" in per_receive["Fn::Sub"] and stuck["Threshold"] == 2 * visibility
     assert alarms["Api5xxAlarm"]["Condition"] == "UseHttpApi"
     assert alarms["ForwardFailuresAlarm"]["Condition"] == "HasUpstream"
     assert "ForwardFailuresAlarm" in deployed(template, UpstreamCallbackUrl="https://b.example/cb")["Resources"]
