@@ -125,13 +125,14 @@ def aws(service: str, endpoint: str, verify: str | None = None):
 
 # --- processes and moto -----------------------------------------------------------------------
 
-def start(argv: list, log: Path | None = None, env: dict | None = None) -> subprocess.Popen:
+def start(argv: list, log: Path | None = None, env: dict | None = None,
+          **popen) -> subprocess.Popen:
     """A child in a session of its own: Ctrl-C in the terminal reaches only the Python process,
     which then stops its children in order instead of leaving them half-stopped."""
     with open(log or "/dev/null", "wb") as out:
         return subprocess.Popen([str(a) for a in argv], cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, **popen)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -370,12 +371,24 @@ class RuntimeApi:
         self.server = serve_http(_RuntimeHandler, self)
         self.address = f"127.0.0.1:{self.server.server_port}"
 
+    def launch(self, argv: list, env: dict, **popen) -> subprocess.Popen:
+        """A bootstrap started as Lambda starts one: `env`, and what Lambda sets for a 128 MB
+        function with the JSON log format under this API."""
+        return start(argv, env=env | {
+            "AWS_LAMBDA_RUNTIME_API": self.address, "AWS_LAMBDA_FUNCTION_NAME": "local",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128", "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_LOG_FORMAT": "JSON"}, **popen)
+
     def invoke(self, request_id: str, event: dict) -> None:
         self.events.put((request_id, json.dumps(event).encode()))
 
     def answer(self, timeout: float = 60) -> tuple[float, dict]:
-        """(time.perf_counter() when it arrived, the response); an error post raises."""
-        at, path, body = self.answers.get(timeout=timeout)
+        """(time.perf_counter() when it arrived, the response); no answer or an error post
+        raises."""
+        try:
+            at, path, body = self.answers.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"no answer within {timeout:.0f} s: try it by hand") from None
         if not path.endswith("/response"):
             raise RuntimeError(f"the function posted {path}: {body[:300]!r}")
         return at, json.loads(body)

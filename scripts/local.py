@@ -39,13 +39,22 @@ LEAKS = re.compile(r"AWS_|IM_|TOPIC_ARN_|UPSTREAM_|(ERROR_CODE_OVERRIDES|PUBLISH
                    r"|MAX_BODY_BYTES|RETRY_QUEUE_URL|FORWARD_EXCEPTIONS)$")
 
 
+def env_file_line(name: str, value: str) -> str:
+    """NAME='value', as cargo lambda's --env-file parser (the env-file-reader crate) reads it:
+    a bare value ends at a blank, `#`, `=` or a quote; a single-quoted one holds anything but
+    `'`, and `\\n`, which it turns into a line break."""
+    if "'" in value or "\\n" in value:
+        raise RuntimeError(f"{name}: cargo lambda's --env-file cannot hold {value!r}")
+    return f"{name}='{value}'\n"
+
+
 class Watch:
     """`cargo lambda watch` serving the function with `env` on a free port. The variables go in
     an --env-file: --env-var would split their values on commas."""
 
     def __init__(self, name: str, env: dict):
         self.port, env_file = harness.free_port(), WORK / f"function-{name}.env"
-        env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        env_file.write_text("".join(env_file_line(k, v) for k, v in env.items()))
         clean = {k: v for k, v in os.environ.items() if not LEAKS.match(k)}
         # cargo-lambda, and the zig it builds with, from the venv this Python belongs to.
         clean["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{clean.get('PATH', '')}"
@@ -181,16 +190,18 @@ class Call:
             callback = json.loads(self.body or b"")
             names = ("GroupId", "From_Account", "Random", "EventTime", "ErrorCode")
             app_id = {k.lower(): v for k, v in parse_qsl(self.query)}.get("sdkappid")
-            values = [app_id] + [callback.get(name) for name in names]
+            values = [(None, app_id)] + [(name, callback.get(name)) for name in names]
         except (ValueError, AttributeError):
             return None
 
-        def text(value) -> str:  # numbers in decimal, whether sent as numbers or numeric strings
-            if isinstance(value, str) and value.lstrip("-").isdigit():
+        def text(name, value) -> str:
+            # The three numbers in decimal, whether sent as numbers or as numeric strings (" 42 "
+            # is 42); GroupId and From_Account as sent.
+            if name in names[2:] and isinstance(value, str) and value.strip().isdigit():
                 return str(int(value))
             return "" if value is None else str(value)
 
-        return hashlib.sha256("|".join(map(text, values)).encode()).hexdigest()
+        return hashlib.sha256("|".join(text(*v) for v in values).encode()).hexdigest()
 
     def check(self, topics: harness.Topics) -> None:
         if (self.status, self.code, self.outcome()) != self.expected:

@@ -1,7 +1,7 @@
 //! The webhook's binary on Lambda Managed Instances: with `AWS_LAMBDA_MAX_CONCURRENCY` set, the
 //! runtime takes several invocations at once (`lambda_http::run_concurrent`). Under a local
-//! Runtime API, with SNS slowed so that invocations overlap, every callback is answered once,
-//! published once and logged once, each line whole.
+//! Runtime API, with SNS slowed (the fault proxy holding each publish) so that invocations
+//! overlap, every callback is answered once, published once and logged once, each line whole.
 //!
 //! Run with `MOTO_SERVER=$PWD/.venv/bin/moto_server cargo test --all-features --test concurrency`.
 
@@ -10,59 +10,12 @@ mod support;
 use im_exception_webhook::domain::classify::Category;
 use serde_json::{Value, json};
 use std::collections::HashSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use support::fault_proxy::FaultProxy;
 use support::{ACK, Call, Lambda, World, callback};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 const CALLBACKS: usize = 16;
 const IN_FLIGHT: usize = 8;
-
-/// A TCP relay to moto that holds every chunk the caller sends for `delay` before passing it
-/// on, so that each publish is slow, and keeps the most chunks held at once: publishes of
-/// several invocations waiting together. The support fault proxy has faults but no delay.
-struct SlowRelay {
-    url: String,
-    most_held: Arc<AtomicUsize>,
-}
-
-impl SlowRelay {
-    async fn start(upstream: &str, delay: Duration) -> SlowRelay {
-        let upstream = upstream.trim_start_matches("http://").to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let held = Arc::new(AtomicUsize::new(0));
-        let most_held = Arc::new(AtomicUsize::new(0));
-        let (held_c, most_c) = (held.clone(), most_held.clone());
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let (held, most) = (held_c.clone(), most_c.clone());
-                let Ok(server) = TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                let (mut client_read, mut client_write) = client.into_split();
-                let (mut server_read, mut server_write) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-                });
-                tokio::spawn(async move {
-                    let mut chunk = vec![0; 64 * 1024];
-                    while let Ok(n @ 1..) = client_read.read(&mut chunk).await {
-                        most.fetch_max(held.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-                        tokio::time::sleep(delay).await;
-                        held.fetch_sub(1, Ordering::SeqCst);
-                        if server_write.write_all(&chunk[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        SlowRelay { url, most_held }
-    }
-}
 
 /// Chat's call for the `index`th exception: a group and a `Random` of its own.
 fn event(index: usize) -> Value {
@@ -74,9 +27,10 @@ fn event(index: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_invocations_in_flight_are_each_answered_published_and_logged_once() {
     let world = World::standard("concurrency").await;
-    let relay = SlowRelay::start(&world.endpoint, Duration::from_millis(50)).await;
+    let slow = FaultProxy::start(&world.endpoint).await;
+    slow.set_delay(Duration::from_millis(50));
     let mut env = world.env();
-    env.insert("AWS_ENDPOINT_URL_SNS".into(), relay.url.clone());
+    env.insert("AWS_ENDPOINT_URL_SNS".into(), slow.url());
     env.insert("AWS_LAMBDA_MAX_CONCURRENCY".into(), IN_FLIGHT.to_string());
     let mut lambda = Lambda::webhook(&world.endpoint, &env).await;
 
@@ -108,7 +62,7 @@ async fn eight_invocations_in_flight_are_each_answered_published_and_logged_once
         responses.collect::<Vec<_>>(),
         "each answered once"
     );
-    let overlap = relay.most_held.load(Ordering::SeqCst);
+    let overlap = slow.most_held();
     assert!(
         overlap > 1,
         "publishes overlapped: at most {overlap} held at once"

@@ -6,7 +6,8 @@
 //!
 //! `PROPTEST_CASES=N` runs N cases per property instead of each property's default.
 
-// Only the schemas of the harness are used here: none of its servers.
+// Only the harness's pure parts are used here (configuration, decision, dedup key, schemas):
+// none of its servers.
 #[allow(unused_imports)]
 mod support;
 
@@ -22,7 +23,6 @@ use im_exception_webhook::domain::query::Query;
 use im_exception_webhook::domain::rejection::Rejection;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use support::schema::check_envelope;
 
@@ -32,26 +32,15 @@ const NOW: u64 = 1_764_000_000;
 /// What SNS and SQS refuse in a message, and a JSON string may hold raw.
 const REFUSED: [char; 2] = ['\u{FFFE}', '\u{FFFF}'];
 
+/// Every topic configured (`content_filter`'s a FIFO one), two app ids accepted, and `extra`.
 fn config(extra: &[(&str, &str)]) -> Config {
-    let base = [
-        ("IM_SDK_APP_ID", "1400000000,1400000001"),
-        ("TOPIC_ARN_INVALID_GROUP", "arn:aws:sns:us-east-1:1:ig"),
-        ("TOPIC_ARN_FREQUENCY_LIMIT", "arn:aws:sns:us-east-1:1:fl"),
-        (
-            "TOPIC_ARN_CONTENT_FILTER",
-            "arn:aws:sns:us-east-1:1:cf.fifo",
-        ),
-        ("TOPIC_ARN_MUTED_SENDER", "arn:aws:sns:us-east-1:1:ms"),
-        ("TOPIC_ARN_UNCLASSIFIED", "arn:aws:sns:us-east-1:1:un"),
-    ];
-    Config::from_lookup(|name| {
-        extra
-            .iter()
-            .chain(base.iter())
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
-    })
-    .expect("test configuration")
+    let apps = [("IM_SDK_APP_ID", "1400000000,1400000001")];
+    let changes: Vec<_> = apps
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (*k, Some(*v)))
+        .collect();
+    support::config(&support::made_up_env(&changes))
 }
 
 /// The tokens a `Sign` may be made with, as the webhook reads them from its configuration.
@@ -86,10 +75,7 @@ fn post<'a>(query: Query<'a>, body: &'a [u8]) -> WebhookRequest<'a> {
 
 /// The message `decide` would publish for `body`, sent as Chat sends it.
 fn message_for(config: &Config, body: &str, now: SystemTime) -> Message {
-    match decide(&post(chat_query(), body.as_bytes()), config, &[], now) {
-        Ok(Decision::Exception { message, .. }) => message,
-        other => panic!("expected an exception for {body}: {other:?}"),
-    }
+    support::decided(config, chat_query(), body, now)
 }
 
 /// The text with U+FFFE and U+FFFF written as the JSON escapes the envelope uses.
@@ -118,22 +104,6 @@ fn check_publish(message: &Message, fifo: bool) -> Result<(), TestCaseError> {
 // ----------------------------------------------------------------------------------------
 // Strategies.
 // ----------------------------------------------------------------------------------------
-
-/// The fields the callback model reads; anything else is an unknown field.
-const DOCUMENTED: [&str; 12] = [
-    "CallbackCommand",
-    "GroupId",
-    "Type",
-    "From_Account",
-    "Operator_Account",
-    "Random",
-    "OnlineOnlyFlag",
-    "ErrorCode",
-    "ErrorInfo",
-    "EventTime",
-    "MsgBody",
-    "CloudCustomData",
-];
 
 /// Text with the characters that need escaping in JSON, beyond the BMP, and the two that SNS
 /// refuses.
@@ -210,11 +180,7 @@ fn callback_object() -> BoxedStrategy<Map<String, Value>> {
         prop::array::uniform3(optional_int()),
         prop::option::of(prop::collection::vec(json_value(), 0..3).prop_map(Value::from)),
     );
-    let unknown = prop::collection::btree_map(
-        text().prop_filter("unknown", |k| !DOCUMENTED.contains(&k.as_str())),
-        json_value(),
-        0..5,
-    );
+    let unknown = prop::collection::btree_map(text(), json_value(), 0..5);
     (documented, unknown)
         .prop_map(|((code, command, strings, ints, msg_body), unknown)| {
             let mut object: Map<String, Value> = unknown.into_iter().collect();
@@ -234,10 +200,12 @@ fn callback_object() -> BoxedStrategy<Map<String, Value>> {
                 ("EventTime", event_time),
                 ("MsgBody", msg_body),
             ];
+            // A documented field left out is not there under an unknown field's name either.
             for (name, value) in named {
-                if let Some(value) = value {
-                    object.insert(name.into(), value);
-                }
+                match value {
+                    Some(value) => object.insert(name.into(), value),
+                    None => object.remove(name),
+                };
             }
             object
         })
@@ -318,12 +286,8 @@ fn query_parameters_with_characters_sns_refuses_never_reach_a_message() {
         ("ClientIP", "203.0.113.7\u{FFFE}"),
         ("OptPlatform", "\u{FFFF}RESTAPI"),
     ]);
-    let body = br#"{"ErrorCode":10023,"GroupId":"@TGS#1"}"#;
-    let Ok(Decision::Exception { message, .. }) =
-        decide(&post(query, body), &config(&[]), &[], at(NOW))
-    else {
-        panic!("not an exception");
-    };
+    let body = r#"{"ErrorCode":10023,"GroupId":"@TGS#1"}"#;
+    let message = support::decided(&config(&[]), query, body, at(NOW));
     let envelope: Value = serde_json::from_str(&message.envelope).unwrap();
     assert_eq!(
         envelope["clientIp"], "203.0.113.7\u{FFFE}",
@@ -370,30 +334,6 @@ proptest! {
 // dedupKey.
 // ----------------------------------------------------------------------------------------
 
-/// The integer fields the key hashes: a string of their digits means the number.
-const KEY_INTEGERS: [&str; 3] = ["Random", "EventTime", "ErrorCode"];
-
-/// The key of docs/contract.md, from the callback as sent: numbers in decimal whether sent as
-/// numbers or strings, a missing, null or empty field as the empty string.
-fn expected_key(app: &str, callback: &Value) -> String {
-    let field = |name: &str| match &callback[name] {
-        Value::Null => String::new(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) if KEY_INTEGERS.contains(&name) => s.trim().to_owned(),
-        Value::String(s) => s.clone(),
-        other => panic!("{name} is {other}"),
-    };
-    let fields = [
-        "GroupId",
-        "From_Account",
-        "Random",
-        "EventTime",
-        "ErrorCode",
-    ];
-    let preimage = format!("{app}|{}", fields.map(field).join("|"));
-    hex::encode(Sha256::digest(preimage.as_bytes()))
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1024))]
 
@@ -407,12 +347,8 @@ proptest! {
         later in 0u64..1_000_000,
     ) {
         let query = Query::new([("SdkAppid", app), ("CallbackCommand", EXCEPTION_COMMAND)]);
-        match decide(&post(query, text.as_bytes()), &config(&[]), &[], at(NOW + later)) {
-            Ok(Decision::Exception { message, .. }) => {
-                prop_assert_eq!(message.dedup_key, expected_key(app, &value));
-            }
-            other => prop_assert!(false, "{other:?}"),
-        }
+        let message = support::decided(&config(&[]), query, &text, at(NOW + later));
+        prop_assert_eq!(message.dedup_key, support::expected_dedup_key(app, &value));
     }
 }
 
@@ -483,19 +419,13 @@ fn in_case(name: &str, mask: u64) -> String {
         .collect()
 }
 
-/// A query parameter name: one Chat sends, in any case, or anything.
+/// A query parameter name: one Chat sends (those of the harness's signed call), in any case, or
+/// anything.
 fn name() -> BoxedStrategy<String> {
-    let known = prop::sample::select(vec![
-        "SdkAppid",
-        "Sign",
-        "RequestTime",
-        "CallbackCommand",
-        "ClientIP",
-        "OptPlatform",
-        "contenttype",
-    ]);
+    let chats = support::Call::chat("").signed(TOKEN).query;
+    let known = prop::sample::select(chats.into_iter().map(|(k, _)| k).collect::<Vec<_>>());
     prop_oneof![
-        3 => (known, any::<u64>()).prop_map(|(name, mask)| in_case(name, mask)),
+        3 => (known, any::<u64>()).prop_map(|(name, mask)| in_case(&name, mask)),
         1 => text(),
     ]
     .boxed()

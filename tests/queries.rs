@@ -129,7 +129,7 @@ fn passes(clauses: &[Clause], line: &Value) -> bool {
 async fn real_lines() -> Vec<Value> {
     let world = World::standard("queries").await;
     let upstream = Upstream::start(Reply::json(ACK)).await;
-    let closed = format!("http://127.0.0.1:{}", support::moto::free_port());
+    let closed = support::moto::closed_url();
     let retry = RetryQueue::create(&world.endpoint, "queries", 3).await;
     let up = ("UPSTREAM_CALLBACK_URL", upstream.url("/im"));
     let sns_down = ("AWS_ENDPOINT_URL_SNS", closed.clone());

@@ -44,8 +44,7 @@ mod replay {
     /// per exception among the other lines.
     async fn log_of(world: &World, bodies: &[&Value]) -> Vec<String> {
         let mut env = world.env();
-        let closed = format!("http://127.0.0.1:{}", support::moto::free_port());
-        env.insert("AWS_ENDPOINT_URL_SNS".into(), closed);
+        env.insert("AWS_ENDPOINT_URL_SNS".into(), support::moto::closed_url());
         env.insert("PUBLISH_TIMEOUT_MS".into(), "300".into());
         let mut webhook = Lambda::webhook(&world.endpoint, &env).await;
         let other = Call::command("Group.CallbackAfterSendMsg", "{}").http_api();
@@ -121,11 +120,7 @@ mod replay {
                 .iter()
                 .find(|d| d.notification["Message"] == publish.message.as_str())
                 .unwrap_or_else(|| panic!("{category}: {body} not delivered: {delivered:#?}"));
-            assert_eq!(d.notification["TopicArn"], publish.topic_arn.as_str());
-            assert_eq!(d.subject(), publish.subject.as_deref());
-            let attributes = publish.message_attributes.into_iter();
-            let attributes = attributes.map(|(n, a)| (n, (a.data_type, a.string_value)));
-            assert_eq!(d.attributes(), attributes.collect::<HashMap<_, _>>());
+            d.assert_delivers(&publish);
             support::assert_envelope(&d.envelope(), *category, body);
         }
         world.assert_nothing_published().await;

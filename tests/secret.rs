@@ -1,7 +1,8 @@
 //! The callback token in Secrets Manager (`IM_CALLBACK_TOKEN_SECRET`), against moto's: read by
-//! the webhook's binary at cold start, as a plain token or as `{"current", "previous"}` during a
-//! rotation; a secret that cannot be read stops the cold start; and, in process with a
-//! shortened interval, a rotation seen without a deploy and an outage that keeps the tokens.
+//! the webhook's binary at cold start, both tokens of a rotation's `{"current", "previous"}`
+//! signing; a secret that cannot be read stops the cold start; and, in process with a shortened
+//! interval, a plain token read, a rotation seen without a deploy and an outage that keeps the
+//! tokens.
 //!
 //! Run with `MOTO_SERVER=$PWD/.venv/bin/moto_server cargo test --all-features --test secret`.
 
@@ -15,6 +16,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+use support::moto::closed_url;
 use support::{Call, Lambda, World, callback};
 
 const GROUP: &str = "@TGS#2J4SZEAEL";
@@ -46,46 +48,38 @@ fn env_with_secret(world: &World, id: &str) -> HashMap<String, String> {
     env
 }
 
+/// The secret is read at cold start through `AWS_ENDPOINT_URL_SECRETS_MANAGER` (every service
+/// but SNS and Secrets Manager at a closed port); during a rotation, `{"current", "previous"}`,
+/// both of its tokens sign, and any other does not. (A plain token in the secret: the refresh
+/// test below, and the unit tests of the secret's two forms.)
 #[tokio::test]
-async fn a_plain_token_in_the_secret_is_read_at_cold_start_and_signs_callbacks() {
-    let world = World::standard("secret-plain").await;
-    let id = secret("plain", "token-from-the-secret").await;
-    let mut lambda = Lambda::webhook(&world.endpoint, &env_with_secret(&world, &id)).await;
+async fn the_secret_is_read_at_cold_start_and_during_a_rotation_both_of_its_tokens_sign() {
+    let world = World::standard("secret-rotation").await;
+    let rotation = json!({"current": "new-token", "previous": "old-token"}).to_string();
+    let mut env = env_with_secret(&world, &secret("rotation", &rotation).await);
+    for service in ["SNS", "SECRETS_MANAGER"] {
+        env.insert(
+            format!("AWS_ENDPOINT_URL_{service}"),
+            world.endpoint.clone(),
+        );
+    }
+    let mut lambda = Lambda::webhook(&closed_url(), &env).await;
 
     let body = callback(json!(10023), GROUP);
-    let signed = Call::chat(body.to_string()).signed("token-from-the-secret");
-    lambda
-        .invoke(&signed.http_api())
-        .await
-        .assert_acknowledged();
-    let delivery = world.only_delivery(Category::FrequencyLimit).await;
-    assert_eq!(delivery.envelope()["callback"], body);
-
-    let forged = Call::chat(body.to_string()).signed("test-token").http_api();
+    for token in ["new-token", "old-token"] {
+        let signed = Call::chat(body.to_string()).signed(token).http_api();
+        lambda.invoke(&signed).await.assert_acknowledged();
+        let delivery = world.only_delivery(Category::FrequencyLimit).await;
+        assert_eq!(delivery.envelope()["callback"], body);
+    }
+    let forged = Call::chat(body.to_string())
+        .signed("other-token")
+        .http_api();
     lambda.invoke(&forged).await.assert_fail(401, 4014);
     world.assert_nothing_published().await;
     let all = lambda.process.lines();
     let warned = all.iter().any(|l| l.contains("auth_disabled"));
     assert!(!warned, "a token is configured: {all:#?}");
-}
-
-/// Both tokens of a rotation sign; any other does not (another command is signed: no topic
-/// is involved). Every other AWS service points at a closed port: the secret is read through
-/// `AWS_ENDPOINT_URL_SECRETS_MANAGER` alone.
-#[tokio::test]
-async fn during_a_rotation_both_tokens_of_the_secret_sign() {
-    let world = World::standard("secret-rotation").await;
-    let rotation = json!({"current": "new-token", "previous": "old-token"}).to_string();
-    let mut env = env_with_secret(&world, &secret("rotation", &rotation).await);
-    let secrets_manager = support::moto::url().to_owned();
-    env.insert("AWS_ENDPOINT_URL_SECRETS_MANAGER".into(), secrets_manager);
-    let closed = format!("http://127.0.0.1:{}", support::moto::free_port());
-    let mut lambda = Lambda::webhook(&closed, &env).await;
-    for (token, status) in [("new-token", 200), ("old-token", 200), ("other-token", 401)] {
-        let call = Call::command("Group.CallbackAfterSendMsg", "{}").signed(token);
-        let answer = lambda.invoke(&call.http_api()).await;
-        assert_eq!(answer.status, status, "{token}: {answer:?}");
-    }
 }
 
 /// A token secret that cannot be read at cold start (missing, holding no token, or Secrets
@@ -95,7 +89,7 @@ async fn during_a_rotation_both_tokens_of_the_secret_sign() {
 async fn a_secret_that_cannot_be_read_at_cold_start_stops_it_with_one_clear_line() {
     let world = World::standard("secret-unreadable").await;
     let empty = secret("empty-token", r#"{"current": ""}"#).await;
-    let closed = format!("http://127.0.0.1:{}", support::moto::free_port());
+    let closed = closed_url();
     let cases = [
         (
             "im/no-such-secret",

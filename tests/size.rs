@@ -13,13 +13,9 @@
 mod support;
 
 use im_exception_webhook::domain::classify::Category;
-use im_exception_webhook::domain::config::Config;
-use im_exception_webhook::domain::decision::{Decision, WebhookRequest, decide};
 use im_exception_webhook::domain::publish::QueuedPublish;
-use im_exception_webhook::domain::query::Query;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use support::world::RetryQueue;
 use support::{Call, Function, Lambda, World, schema};
 
@@ -51,27 +47,6 @@ fn worst_body(len: usize) -> String {
     body
 }
 
-/// The publish the function makes of `body` received at the envelope's `receivedAt`.
-fn expected(env: &HashMap<String, String>, body: &str, envelope: &str) -> QueuedPublish {
-    let config = Config::from_lookup(|n| env.get(n).cloned()).expect("the configuration");
-    let call = Call::chat(body);
-    let request = WebhookRequest {
-        method: "POST",
-        query: Query::new(call.query.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-        body: body.as_bytes(),
-    };
-    let envelope: Value = serde_json::from_str(envelope).expect("the envelope is JSON");
-    let at = humantime::parse_rfc3339(envelope["receivedAt"].as_str().unwrap()).unwrap();
-    match decide(&request, &config, &[], at) {
-        Ok(Decision::Exception {
-            message,
-            topic: Some(topic),
-            ..
-        }) => message.publish_to(topic),
-        other => panic!("not a published exception: {other:?}"),
-    }
-}
-
 /// Nothing SNS or SQS would refuse in `text`, `what` of the worst body.
 #[track_caller]
 fn assert_deliverable(what: &str, text: &str) {
@@ -96,14 +71,8 @@ async fn the_worst_body_at_the_limit_is_published_whole_and_one_byte_more_is_413
     // The harness checks it against docs/schema/ as it reads it back.
     let delivery = world.only_delivery(Category::FrequencyLimit).await;
     let message = delivery.notification["Message"].as_str().unwrap();
-    let publish = expected(&env, &body, message);
-    assert!(message == publish.message, "the Message is the envelope");
-    let attributes: HashMap<String, (String, String)> = publish
-        .message_attributes
-        .iter()
-        .map(|(k, a)| (k.clone(), (a.data_type.clone(), a.string_value.clone())))
-        .collect();
-    assert_eq!(delivery.attributes(), attributes);
+    delivery.assert_delivers(&support::expected_publish(&env, &body, message));
+    let attributes = delivery.attributes();
     assert_eq!(
         attributes["groupId"].1.len(),
         6000,
@@ -128,7 +97,7 @@ async fn the_worst_body_at_the_limit_is_published_whole_and_one_byte_more_is_413
 async fn with_sns_down_the_worst_body_is_queued_whole_and_with_the_queue_down_too_recorded_whole() {
     let world = World::standard("size-kept").await;
     let queue = RetryQueue::create(&world.endpoint, "size-kept", 5).await;
-    let closed = || format!("http://127.0.0.1:{}", support::moto::free_port());
+    let closed = support::moto::closed_url;
     let mut env = world.env();
     env.insert("RETRY_QUEUE_URL".into(), queue.url.clone());
     env.insert("AWS_ENDPOINT_URL_SNS".into(), closed());
@@ -143,7 +112,7 @@ async fn with_sns_down_the_worst_body_is_queued_whole_and_with_the_queue_down_to
     assert_eq!(queued.len(), 1, "one queued publish");
     let text = &queued[0].body;
     let publish = QueuedPublish::from_json(text).expect("a queued publish");
-    assert!(*text == expected(&env, &body, &publish.message).to_json());
+    assert!(*text == support::expected_publish(&env, &body, &publish.message).to_json());
     assert!(text.len() <= AWS_LIMIT, "{}", text.len());
     assert_deliverable("the queued publish", text);
     schema::check_queued_publish(&serde_json::from_str(text).unwrap());
@@ -168,7 +137,7 @@ async fn with_sns_down_the_worst_body_is_queued_whole_and_with_the_queue_down_to
     let record: Value = serde_json::from_str(line).expect("the record is JSON");
     schema::check_queued_publish(&record["publish"]);
     let kept = QueuedPublish::deserialize(&record["publish"]).unwrap();
-    assert_eq!(kept, expected(&env, &body, &kept.message));
+    assert_eq!(kept, support::expected_publish(&env, &body, &kept.message));
     assert!(queue.drain(&queue.url).await.is_empty());
     world.assert_nothing_published().await;
 }

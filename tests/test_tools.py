@@ -4,6 +4,8 @@ checks of `make run`, and `make smoke` against a stack on moto (in process)."""
 import filecmp
 import hashlib
 import json
+import re
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,11 +48,13 @@ def test_events_are_up_to_date_and_each_has_a_row(tmp_path):
 
 def test_make_runs_checks_accept_the_contract_and_catch_a_difference():
     topics = type("Topics", (), {"arns": {"frequency_limit": "arn:t"}})()
-    body = '{"GroupId":"g\ufffe","From_Account":"a","Random":7,"EventTime":"9","ErrorCode":"10023"}'
+    # Numbers in decimal, numeric strings too (" 9 " is 9); strings as sent ("007" stays).
+    body = ('{"GroupId":"g\ufffe","From_Account":"007","Random":7,"EventTime":" 9 ",'
+            '"ErrorCode":"10023"}')
     call = local.Call("c", "A", "", (200, 0, ""), {}, body.encode(),
                       "SdkAppid=1&OptPlatform=Web&ClientIP=1.2.3.4")
     key = call.dedup_key()
-    assert key == hashlib.sha256("1|g\ufffe|a|7|9|10023".encode()).hexdigest()
+    assert key == hashlib.sha256("1|g\ufffe|007|7|9|10023".encode()).hexdigest()
     envelope = {"category": "frequency_limit", "errorCode": 10023, "sdkAppId": "1",
                 "clientIp": "1.2.3.4", "optPlatform": "Web", "dedupKey": key,
                 "receivedAt": "2026-12-03T00:00:00.000Z"}
@@ -65,6 +69,18 @@ def test_make_runs_checks_accept_the_contract_and_catch_a_difference():
         harness.Published.parse("frequency_limit", raw), topics))
     attributes["errorCode"]["Type"] = "String"  # the schema's business
     assert call.check_published(harness.Published.parse("frequency_limit", doc), topics)
+
+
+def test_env_file_values_are_quoted_as_cargo_lambdas_parser_reads_them():
+    # The tokens of env-file-reader, the parser behind `cargo lambda watch --env-file`: a bare
+    # value is [^\s='`"#]+, a single-quoted one '[^']*'. A URL's query has `=`; a token, `#`.
+    bare, quoted = r"""[^\s='`"#]+""", r"'([^']*)'"
+    for value in ["https://b.example/cb?key=k", "tok#en"]:
+        line = local.env_file_line("NAME", value)
+        parsed = re.fullmatch(f"(?:{bare})=(?:({bare})|{quoted})\n", line)
+        assert parsed and value in parsed.groups(), line
+    with pytest.raises(RuntimeError):
+        local.env_file_line("NAME", "it's")
 
 
 def test_upstream_answers_by_the_rules_and_records(monkeypatch):
@@ -99,7 +115,7 @@ def test_runtime_api_hands_events_to_a_bootstrap(tmp_path):
         "    answer = json.dumps({'echo': event}).encode()\n"
         "    u.urlopen(u.Request(f'{base}/{rid}/response', answer))\n")
     api = harness.RuntimeApi()
-    proc = harness.start([sys.executable, bootstrap], env={"AWS_LAMBDA_RUNTIME_API": api.address})
+    proc = api.launch([sys.executable, bootstrap], {})
     try:
         for n in range(2):
             api.invoke(f"r{n}", {"n": n})
@@ -161,17 +177,21 @@ def deployed(monkeypatch):
     with mock_aws():
         import boto3
 
-        def create(name: str, secret: str = "") -> None:
+        chat_url = f"http://127.0.0.1:{server.server_port}/"
+
+        def create(name: str, secret: str = "", url: str = "", domain: str = "") -> None:
             template = {
                 "Parameters": {"SdkAppIds": {"Type": "String"},
-                               "CallbackTokenSecretArn": {"Type": "String", "Default": ""}},
+                               "CallbackTokenSecretArn": {"Type": "String", "Default": ""},
+                               "CustomDomainName": {"Type": "String", "Default": ""}},
                 "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
-                "Outputs": {"CallbackUrl": {"Value": f"http://127.0.0.1:{server.server_port}/"},
+                "Outputs": {"CallbackUrl": {"Value": url or chat_url},
                             "DashboardUrl": {"Value": "https://dashboard.example"}}}
+            given = {"SdkAppIds": "1400000000,14000001", "CallbackTokenSecretArn": secret,
+                     "CustomDomainName": domain}
             boto3.client("cloudformation").create_stack(
                 StackName=name, TemplateBody=json.dumps(template),
-                Parameters=[{"ParameterKey": "SdkAppIds", "ParameterValue": "1400000000,14000001"},
-                            {"ParameterKey": "CallbackTokenSecretArn", "ParameterValue": secret}])
+                Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in given.items()])
 
         yield create, boto3
     server.shutdown()
@@ -200,3 +220,29 @@ def test_smoke_with_the_token_from_the_environment_and_a_wrong_answer(deployed, 
     assert smoke.main(["plain"]) == 1
     monkeypatch.setenv("IM_CALLBACK_TOKEN", "wrong")
     assert smoke.main(["plain"]) == 1
+
+
+def test_smoke_says_why_a_stack_with_mutual_tls_cannot_pass(deployed, tmp_path, monkeypatch,
+                                                             capsys):
+    create, _ = deployed
+    monkeypatch.setenv("IM_CALLBACK_TOKEN", "smoke-token")
+    create("with-domain", domain="chat-webhook.example.com")
+    assert smoke.main(["with-domain"]) == 2 and not Chat.seen
+    assert "client certificate (mutual TLS)" in capsys.readouterr().out
+    # A domain that asks for a client certificate during the handshake, trusted by this client.
+    crt, key, bundle = harness.test_ca(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(crt, key)
+    tls.load_verify_locations(bundle)
+    tls.verify_mode = ssl.CERT_REQUIRED
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Chat)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        create("mutual-tls", url=f"https://127.0.0.1:{server.server_port}/callback")
+        assert smoke.main(["mutual-tls"]) == 1
+        assert "refused the TLS handshake" in capsys.readouterr().out
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -10,6 +10,7 @@ pub mod lines;
 
 use serde::Serialize;
 use std::io::Write;
+use tracing_subscriber::filter::LevelFilter;
 
 /// Writes `line` as one JSON line on standard output, in one write, so lines of invocations
 /// running at once (Lambda Managed Instances) never interleave.
@@ -20,11 +21,32 @@ pub fn emit(line: &impl Serialize) {
     let _ = std::io::stdout().lock().write_all(&bytes);
 }
 
-/// Diagnostics (configuration errors, `auth_disabled`, a failed secret refresh) the way the
-/// Lambda runtime sets them up: `AWS_LAMBDA_LOG_FORMAT` and `AWS_LAMBDA_LOG_LEVEL` (or
-/// `RUST_LOG`) honoured.
+/// Diagnostics (configuration errors, `auth_disabled`, a failed secret refresh, the SDK's own)
+/// the way the Lambda runtime's `init_default_subscriber` sets them up: `AWS_LAMBDA_LOG_LEVEL`
+/// (else `RUST_LOG`, else INFO) and `AWS_LAMBDA_LOG_FORMAT` (JSON or text). Written here rather
+/// than called: the runtime's version filters with `EnvFilter`, whose regex engine made the
+/// bootstrap 1.1 MB larger and its cold start measurably slower (docs/performance.md), for
+/// per-module directives a Lambda function's log level never uses.
 pub fn init() {
-    lambda_runtime::tracing::init_default_subscriber();
+    let level = ["AWS_LAMBDA_LOG_LEVEL", "RUST_LOG"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok())
+        .and_then(|level| match level.trim().to_ascii_uppercase().as_str() {
+            // Lambda's FATAL has no `tracing` level: its nearest is ERROR.
+            "FATAL" => Some(LevelFilter::ERROR),
+            other => other.parse().ok(),
+        })
+        .unwrap_or(LevelFilter::INFO);
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .without_time();
+    if json {
+        subscriber.json().init()
+    } else {
+        subscriber.init()
+    }
 }
 
 /// The configuration, or one error line naming the variable and the end of the cold start:

@@ -3,7 +3,6 @@
 //! standard output and standard error read line by line as it writes them.
 
 use super::runtime_api::RuntimeApi;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -104,15 +103,6 @@ impl Bootstrap {
     /// Both streams so far, one line after the other.
     pub fn text(&self) -> String {
         self.lines().join("\n")
-    }
-
-    /// The lines of either stream that are a JSON record of `event`.
-    pub fn events(&self, event: &str) -> Vec<Value> {
-        self.lines()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|r| r["event"] == event)
-            .collect()
     }
 
     /// Standard output once `ready` holds of it, or as it is after 5 s: a line written before

@@ -73,27 +73,9 @@ impl Call {
         self
     }
 
-    /// The value of the first query parameter named `name`.
-    pub fn param_value(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
     /// Removes every query parameter named `name` (exact case).
     pub fn without_param(mut self, name: &str) -> Call {
         self.query.retain(|(k, _)| k != name);
-        self
-    }
-
-    /// Renames a query parameter (e.g. to another case), keeping its place and value.
-    pub fn rename_param(mut self, from: &str, to: &str) -> Call {
-        for (k, _) in &mut self.query {
-            if k == from {
-                *k = to.into();
-            }
-        }
         self
     }
 

@@ -2,13 +2,14 @@
 //! so that SNS alone meets faults. It keeps the caller's connections open between requests, as
 //! SNS does, so the SDK pools them; each request then passes through to moto or meets a fault:
 //! the next few requests ([`FaultProxy::fault_next`]), every request ([`FaultProxy::set_down`]),
-//! or about one in `n` at random ([`FaultProxy::set_random`]). Every request's arrival is kept
+//! or about one in `n` at random ([`FaultProxy::set_random`]); and a request that passes can be
+//! held a while first, a slow SNS ([`FaultProxy::set_delay`]). Every request's arrival is kept
 //! ([`FaultProxy::arrivals`]), so a test can count attempts and the gap before a retry.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -73,6 +74,11 @@ struct State {
     connections: HashMap<u64, Connection>,
     accepted: u64,
     forwarded: usize,
+    /// How long a request that passes is held before it goes on, how many are held now, and
+    /// the most held at once.
+    delay: Duration,
+    held: usize,
+    most_held: usize,
 }
 
 #[derive(Default)]
@@ -144,6 +150,17 @@ impl FaultProxy {
     /// `None` stops it.
     pub fn set_random(&self, one_in: Option<u64>, seed: u64) {
         self.state().random = one_in.map(|n| (n, seed));
+    }
+
+    /// Each request that passes is held for `delay` before it goes on to SNS.
+    pub fn set_delay(&self, delay: Duration) {
+        self.state().delay = delay;
+    }
+
+    /// The most requests held by the delay at once: publishes of several callbacks waiting
+    /// together.
+    pub fn most_held(&self) -> usize {
+        self.state().most_held
     }
 
     /// Every request so far, in order of arrival.
@@ -230,10 +247,13 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, shared: Shared) {
     while let Some(request) = read_request(&mut client).await {
         let met = meet(&shared, number);
         let answered = match met {
-            Met::Passed => match forward(&request, upstream, &shared).await {
-                Some(answer) => client.write_all(&answer).await.is_ok(),
-                None => false,
-            },
+            Met::Passed => {
+                hold(&shared).await;
+                match forward(&request, upstream, &shared).await {
+                    Some(answer) => client.write_all(&answer).await.is_ok(),
+                    None => false,
+                }
+            }
             // SNS's error answers; the connection stays open, as SNS keeps it.
             Met::Fault(Fault::ServerError) => {
                 error(&mut client, "500 Internal Server Error", SERVER_ERROR).await
@@ -261,6 +281,18 @@ async fn serve(mut client: TcpStream, upstream: SocketAddr, shared: Shared) {
         }
     }
     shared.lock().unwrap().connections.remove(&number);
+}
+
+/// Holds a request that passes for the delay set, if any, counting how many are held at once.
+async fn hold(shared: &Shared) {
+    let delay = {
+        let mut state = shared.lock().unwrap();
+        state.held += 1;
+        state.most_held = state.most_held.max(state.held);
+        state.delay
+    };
+    tokio::time::sleep(delay).await;
+    shared.lock().unwrap().held -= 1;
 }
 
 async fn error(client: &mut TcpStream, status: &str, body: &str) -> bool {

@@ -18,6 +18,10 @@ pub mod world;
 
 use im_exception_webhook::domain::classify::Category;
 use im_exception_webhook::domain::config::Config;
+use im_exception_webhook::domain::decision::{Decision, WebhookRequest, decide};
+use im_exception_webhook::domain::message::Message;
+use im_exception_webhook::domain::publish::QueuedPublish;
+use im_exception_webhook::domain::query::Query;
 use im_exception_webhook::handlers::webhook::{App, AsBuilt, handle};
 use lambda_http::request::LambdaRequest;
 use lambda_http::tower::ServiceExt;
@@ -27,6 +31,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 // Not every test binary uses each of these.
 #[allow(unused_imports)]
@@ -55,6 +60,72 @@ pub fn aws_env(endpoint: &str) -> HashMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect()
+}
+
+/// A complete configuration on made-up topics of the test account (`content_filter`'s a FIFO
+/// one), for a function whose publishes reach nothing of the test's, with `changes` on top
+/// (`None` removes a variable).
+pub fn made_up_env(changes: &[(&str, Option<&str>)]) -> HashMap<String, String> {
+    let topic = |category: Category| {
+        let fifo = if category == Category::ContentFilter {
+            ".fifo"
+        } else {
+            ""
+        };
+        format!(
+            "arn:aws:sns:{}:123456789012:{category}{fifo}",
+            world::REGION
+        )
+    };
+    let topics = world::CATEGORIES
+        .iter()
+        .map(|(c, v)| (v.to_string(), topic(*c)));
+    let mut env: HashMap<String, String> = topics.collect();
+    env.insert("IM_SDK_APP_ID".into(), SDK_APP_ID.into());
+    for (name, value) in changes {
+        match value {
+            Some(value) => env.insert(name.to_string(), value.to_string()),
+            None => env.remove(*name),
+        };
+    }
+    env
+}
+
+/// The configuration `env` gives the function, read as it reads its environment.
+pub fn config(env: &HashMap<String, String>) -> Config {
+    Config::from_lookup(|name| env.get(name).cloned())
+        .unwrap_or_else(|e| panic!("test configuration: {e}"))
+}
+
+/// The message `decide` makes of Chat's POST of `body` with `query`, received at `at` (no Sign
+/// checked); anything but an exception fails the test.
+#[track_caller]
+pub fn decided(config: &Config, query: Query<'_>, body: &str, at: SystemTime) -> Message {
+    let request = WebhookRequest {
+        method: "POST",
+        query,
+        body: body.as_bytes(),
+    };
+    match decide(&request, config, &[], at) {
+        Ok(Decision::Exception { message, .. }) => message,
+        other => panic!("not an exception: {other:?} for {body}"),
+    }
+}
+
+/// The publish a healthy webhook with `env` makes of Chat's call with `body`, received at the
+/// `receivedAt` of `envelope`: the one the decision makes, to its category's topic.
+pub fn expected_publish(
+    env: &HashMap<String, String>,
+    body: &str,
+    envelope: &str,
+) -> QueuedPublish {
+    let config = config(env);
+    let call = Call::chat(body);
+    let query = Query::new(call.query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let envelope: Value = serde_json::from_str(envelope).expect("the envelope is JSON");
+    let at = humantime::parse_rfc3339(envelope["receivedAt"].as_str().unwrap()).unwrap();
+    let message = decided(&config, query, body, at);
+    message.publish_to(config.topics.get(message.category).expect("a topic"))
 }
 
 /// What API Gateway receives back from the function.
@@ -115,9 +186,7 @@ pub struct Function {
 
 impl Function {
     pub async fn new(env: &HashMap<String, String>, endpoint: &str) -> Function {
-        let config = Config::from_lookup(|name| env.get(name).cloned())
-            .unwrap_or_else(|e| panic!("test configuration: {e}"));
-        let app = App::new(config, world::loader(endpoint))
+        let app = App::new(config(env), world::loader(endpoint))
             .await
             .expect("the app starts");
         Function {
@@ -244,67 +313,56 @@ pub fn one_of_each(group_prefix: &str) -> Vec<(Category, Value)> {
 }
 
 /// The `dedupKey` of docs/contract.md, computed independently of the crate: lowercase hex
-/// SHA-256 of `sdkAppId|GroupId|From_Account|Random|EventTime|ErrorCode`, numbers in decimal
-/// whether they arrived as numbers or strings, a missing or null field as the empty string.
+/// SHA-256 of `sdkAppId|GroupId|From_Account|Random|EventTime|ErrorCode`; the three numbers in
+/// decimal whether they arrived as numbers or as numeric strings (" 42 " is 42), the two
+/// strings as sent, a missing or null field as the empty string.
 pub fn expected_dedup_key(sdk_app_id: &str, callback: &Value) -> String {
     let field = |name: &str| match &callback[name] {
-        Value::Null => String::new(),
-        Value::String(s) => s.trim().to_owned(),
-        other => other.to_string(),
+        Value::String(s) if name == "GroupId" || name == "From_Account" => s.clone(),
+        number => decimal(number),
     };
-    let preimage = [
-        sdk_app_id.to_owned(),
-        field("GroupId"),
-        field("From_Account"),
-        field("Random"),
-        field("EventTime"),
-        field("ErrorCode"),
-    ]
-    .join("|");
+    let fields = [
+        "GroupId",
+        "From_Account",
+        "Random",
+        "EventTime",
+        "ErrorCode",
+    ];
+    let preimage = format!("{sdk_app_id}|{}", fields.map(field).join("|"));
     hex::encode(Sha256::digest(preimage.as_bytes()))
 }
 
-/// Checks an envelope against the callback sent: every documented field, exact values.
+/// An integer field of a callback in decimal, sent as a number or as a numeric string; empty
+/// when missing or null.
+fn decimal(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s
+            .trim()
+            .parse::<i64>()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        other => other.to_string(),
+    }
+}
+
+/// Checks an envelope against the callback sent: docs/schema/'s envelope (its fields, their
+/// types and forms), and every field's value.
 #[track_caller]
 pub fn assert_envelope(envelope: &Value, category: Category, sent: &Value) {
-    let mut keys: Vec<&str> = envelope
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
-    assert_eq!(
-        keys,
-        [
-            "callback",
-            "category",
-            "clientIp",
-            "dedupKey",
-            "errorCode",
-            "optPlatform",
-            "receivedAt",
-            "sdkAppId"
-        ],
-        "{envelope:#}"
-    );
+    schema::check_envelope(envelope);
     assert_eq!(envelope["category"], category.as_str());
-    assert!(
-        envelope["errorCode"].is_i64(),
-        "errorCode is a JSON number: {envelope}"
+    assert_eq!(
+        envelope["errorCode"].to_string(),
+        decimal(&sent["ErrorCode"])
     );
     assert_eq!(envelope["sdkAppId"], SDK_APP_ID);
     assert_eq!(envelope["clientIp"], CLIENT_IP);
     assert_eq!(envelope["optPlatform"], "RESTAPI");
     let received_at = envelope["receivedAt"].as_str().expect("receivedAt");
     let at = humantime::parse_rfc3339(received_at).expect("receivedAt is RFC 3339");
-    let age = std::time::SystemTime::now()
-        .duration_since(at)
-        .expect("receivedAt in the past");
-    assert!(
-        age.as_secs() < 120 && received_at.len() == 24,
-        "{received_at}"
-    );
+    let age = SystemTime::now().duration_since(at);
+    assert!(age.is_ok_and(|age| age.as_secs() < 120), "{received_at}");
     assert_eq!(envelope["dedupKey"], expected_dedup_key(SDK_APP_ID, sent));
     assert_eq!(&envelope["callback"], sent, "callback is the body as sent");
 }

@@ -58,6 +58,11 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// An endpoint on a loopback port nothing listens on: every request to it is refused.
+pub fn closed_url() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
 fn start() -> Server {
     let binary = binary();
     let port = free_port();

@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,11 +21,6 @@ pub struct Posted {
 }
 
 impl Posted {
-    /// Whether this is the invocation error of request `id`.
-    pub fn is_error_of(&self, id: &str) -> bool {
-        self.path == format!("/2018-06-01/runtime/invocation/{id}/error")
-    }
-
     /// Whether this is the response of request `id`.
     pub fn is_response_of(&self, id: &str) -> bool {
         self.path == format!("/2018-06-01/runtime/invocation/{id}/response")
@@ -38,8 +32,6 @@ pub struct RuntimeApi {
     events: mpsc::UnboundedSender<(String, String)>,
     posted: mpsc::UnboundedReceiver<Posted>,
     next_id: u32,
-    /// How long each invocation may run, as `Lambda-Runtime-Deadline-Ms` tells it.
-    budget_ms: Arc<AtomicU64>,
 }
 
 impl RuntimeApi {
@@ -49,16 +41,9 @@ impl RuntimeApi {
         let (events, events_rx) = mpsc::unbounded_channel();
         let (posted_tx, posted) = mpsc::unbounded_channel();
         let events_rx = Arc::new(Mutex::new(events_rx));
-        let budget_ms = Arc::new(AtomicU64::new(3_000));
-        let budget = budget_ms.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(
-                    stream,
-                    events_rx.clone(),
-                    posted_tx.clone(),
-                    budget.clone(),
-                ));
+                tokio::spawn(serve(stream, events_rx.clone(), posted_tx.clone()));
             }
         });
         RuntimeApi {
@@ -66,15 +51,7 @@ impl RuntimeApi {
             events,
             posted,
             next_id: 0,
-            budget_ms,
         }
-    }
-
-    /// The time each invocation handed out from now on may run (3 s unless set): the function's
-    /// timeout.
-    pub fn set_timeout(&self, timeout: Duration) {
-        self.budget_ms
-            .store(timeout.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Queues one event; returns its request id.
@@ -111,7 +88,6 @@ async fn serve(
     stream: TcpStream,
     events: Arc<Mutex<mpsc::UnboundedReceiver<(String, String)>>>,
     posted: mpsc::UnboundedSender<Posted>,
-    budget_ms: Arc<AtomicU64>,
 ) {
     let mut stream = BufReader::new(stream);
     loop {
@@ -128,11 +104,12 @@ async fn serve(
             let Some((id, event)) = events.lock().await.recv().await else {
                 return;
             };
+            // Each invocation may run 3 s: the function's timeout.
             let deadline = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .as_millis()
-                + u128::from(budget_ms.load(Ordering::SeqCst));
+                + 3_000;
             format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
                  lambda-runtime-aws-request-id: {id}\r\nlambda-runtime-deadline-ms: {deadline}\r\n\

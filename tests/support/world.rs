@@ -6,6 +6,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sns::config::Credentials;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use im_exception_webhook::domain::classify::Category;
+use im_exception_webhook::domain::publish::QueuedPublish;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -79,6 +80,26 @@ impl Delivery {
             system.get("MessageDeduplicationId").map(String::as_str),
             self.envelope()["dedupKey"].as_str(),
             "{self:#?}"
+        );
+    }
+
+    /// What SNS delivered is `publish`, as whoever republishes a queued publish sends it: the
+    /// topic, the Message byte for byte, the Subject, the attributes and the FIFO ids.
+    #[track_caller]
+    pub fn assert_delivers(&self, publish: &QueuedPublish) {
+        assert_eq!(self.notification["TopicArn"], publish.topic_arn.as_str());
+        let message = &self.notification["Message"];
+        assert_eq!(message, publish.message.as_str(), "byte for byte");
+        assert_eq!(self.subject(), publish.subject.as_deref());
+        let attributes = publish.message_attributes.iter();
+        let attributes =
+            attributes.map(|(n, a)| (n.clone(), (a.data_type.clone(), a.string_value.clone())));
+        assert_eq!(self.attributes(), attributes.collect::<HashMap<_, _>>());
+        let system = |name: &str| self.system_attributes.get(name).cloned();
+        assert_eq!(system("MessageGroupId"), publish.message_group_id);
+        assert_eq!(
+            system("MessageDeduplicationId"),
+            publish.message_deduplication_id
         );
     }
 
@@ -156,16 +177,8 @@ impl World {
                 .topic_arn
                 .expect("topic ARN");
 
-            let mut create_queue = sqs.create_queue().queue_name(&name);
-            if fifo {
-                create_queue = create_queue.attributes(QueueAttributeName::FifoQueue, "true");
-            }
-            let queue_url = create_queue
-                .send()
-                .await
-                .expect("create queue")
-                .queue_url
-                .expect("queue URL");
+            let fifo_queue = fifo.then_some((QueueAttributeName::FifoQueue, "true".to_owned()));
+            let queue_url = create_queue(&sqs, &name, fifo_queue).await;
             let queue_arn = queue_arn(&sqs, &queue_url).await;
             sns.subscribe()
                 .topic_arn(&topic_arn)
@@ -312,28 +325,11 @@ impl RetryQueue {
     pub async fn create(endpoint: &str, test: &str, max_receive_count: u32) -> RetryQueue {
         let sqs = aws_sdk_sqs::Client::new(&sdk_config(endpoint).await);
         let prefix = unique_prefix(test);
-        let create = |name: String| {
-            let sqs = sqs.clone();
-            async move {
-                sqs.create_queue()
-                    .queue_name(name)
-                    .send()
-                    .await
-                    .expect("create queue")
-                    .queue_url
-                    .expect("queue URL")
-            }
-        };
-        let dead_letter_url = create(format!("{prefix}-dlq")).await;
+        let dead_letter_url = create_queue(&sqs, &format!("{prefix}-dlq"), None).await;
         let dead_letter_arn = queue_arn(&sqs, &dead_letter_url).await;
-        let url = create(format!("{prefix}-retry")).await;
         let policy = serde_json::json!({"deadLetterTargetArn": dead_letter_arn, "maxReceiveCount": max_receive_count});
-        sqs.set_queue_attributes()
-            .queue_url(&url)
-            .attributes(QueueAttributeName::RedrivePolicy, policy.to_string())
-            .send()
-            .await
-            .expect("set the redrive policy");
+        let redrive = (QueueAttributeName::RedrivePolicy, policy.to_string());
+        let url = create_queue(&sqs, &format!("{prefix}-retry"), Some(redrive)).await;
         RetryQueue {
             sqs,
             url,
@@ -362,6 +358,18 @@ impl RetryQueue {
                 body: m.body.unwrap_or_default(),
             })
             .collect()
+    }
+
+    /// `n` messages of `queue_url`, received within 10 s, each hidden for `visibility` seconds
+    /// once read (0: visible again at once, as after its visibility timeout); fewer fail the test.
+    pub async fn receive_n(&self, queue_url: &str, n: usize, visibility: i32) -> Vec<Queued> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < n && Instant::now() < deadline {
+            got.extend(self.receive(queue_url, visibility).await);
+        }
+        assert_eq!(got.len(), n, "messages of {queue_url}: {got:#?}");
+        got
     }
 
     /// Every message of `queue_url`, each deleted as it is read.
@@ -404,6 +412,21 @@ pub fn sqs_event(messages: &[Queued]) -> Value {
         })
         .collect();
     serde_json::json!({ "Records": records })
+}
+
+/// A new queue named `name`, with `attribute` if any; its URL.
+async fn create_queue(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    attribute: Option<(QueueAttributeName, String)>,
+) -> String {
+    let create = sqs.create_queue().queue_name(name);
+    let create = match attribute {
+        Some((key, value)) => create.attributes(key, value),
+        None => create,
+    };
+    let created = create.send().await.expect("create queue");
+    created.queue_url.expect("queue URL")
 }
 
 pub async fn queue_arn(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> String {
