@@ -146,8 +146,15 @@ impl Line {
         };
         let category = |e: &Exception| Some(("Category", e.category.as_str().to_owned()));
         let (level, event, metrics) = match &outcome {
-            Published { exception, .. } | Logged { exception, .. } => (
+            Published { exception, .. } => (
                 "INFO",
+                "callback",
+                counted(category(exception), &[("Exceptions", 1)]),
+            ),
+            // The only copy of an exception without a topic: FATAL, past Lambda's own filter, as
+            // the last-resort record below.
+            Logged { exception, .. } => (
+                "FATAL",
                 "callback",
                 counted(category(exception), &[("Exceptions", 1)]),
             ),
@@ -313,6 +320,16 @@ mod tests {
                 .unwrap_or_default()
         };
         let cases = [
+            (
+                Outcome::Logged {
+                    exception: exception(),
+                    envelope: None,
+                },
+                "callback",
+                "logged",
+                "FATAL",
+                vec!["Exceptions"],
+            ),
             (
                 Outcome::Queued {
                     exception: exception(),
