@@ -92,7 +92,7 @@ fn check_publish(message: &Message, fifo: bool) -> Result<(), TestCaseError> {
         arn: format!("arn:aws:sns:us-east-1:1:t{suffix}"),
         fifo,
     };
-    let publish = message.publish_to(&topic);
+    let publish = message.clone().publish_to(&topic);
     let json = publish.to_json();
     prop_assert!(!json.contains(REFUSED), "{json}");
     prop_assert!(!message.envelope.contains(REFUSED), "{}", message.envelope);

@@ -52,7 +52,9 @@ fn made_from(example: &Value) -> (Value, Value) {
     let at = humantime::parse_rfc3339(example["receivedAt"].as_str().unwrap()).unwrap();
     let body = example["callback"].to_string();
     let message = support::decided(&config, Query::new(query.into_iter().flatten()), &body, at);
-    let publish = message.publish_to(config.topics.get(message.category).unwrap());
+    let publish = message
+        .clone()
+        .publish_to(config.topics.get(message.category).unwrap());
     let envelope = serde_json::from_str(&message.envelope).unwrap();
     (envelope, serde_json::from_str(&publish.to_json()).unwrap())
 }

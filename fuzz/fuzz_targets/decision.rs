@@ -311,7 +311,7 @@ struct Envelope<'a> {
 /// The publish of `message` to `topic`: nothing SNS or SQS refuses, what SNS takes, and it
 /// reads back as itself.
 fn check_publish(message: &Message, topic: &Topic) {
-    let publish = message.publish_to(topic);
+    let publish = message.clone().publish_to(topic);
     let json = publish.to_json();
     assert!(!json.contains(REFUSED), "a publish holds U+FFFE or U+FFFF");
     assert_eq!(QueuedPublish::from_json(&json).as_ref(), Ok(&publish));

@@ -35,6 +35,15 @@ pub fn retries(max_attempts: u32, first: Duration, longest: Duration) -> RetryCo
         .with_max_backoff(longest)
 }
 
+/// What is left of the time until `until`; none is an error the caller reports as its failure.
+pub fn time_left(until: tokio::time::Instant) -> Result<Duration, String> {
+    let left = until.saturating_duration_since(tokio::time::Instant::now());
+    if left.is_zero() {
+        return Err("no time left".into());
+    }
+    Ok(left)
+}
+
 /// The whole call ends within `left`, retries included, and one attempt may take at most half
 /// of it: a stalled attempt then still leaves room for another.
 pub fn timeouts(left: Duration) -> TimeoutConfig {

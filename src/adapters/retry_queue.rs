@@ -47,10 +47,7 @@ impl RetryQueue {
 /// SQS's message id.
 impl Publisher for RetryQueue {
     async fn publish(&self, publish: &QueuedPublish, until: Instant) -> Result<String, String> {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("no time left to queue".into());
-        }
+        let left = aws::time_left(until)?;
         self.client()
             .send_message()
             .queue_url(&self.url)

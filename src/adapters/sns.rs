@@ -57,10 +57,7 @@ fn client(
 
 impl Publisher for aws_sdk_sns::Client {
     async fn publish(&self, publish: &QueuedPublish, until: Instant) -> Result<String, String> {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("no time left to publish".into());
-        }
+        let left = aws::time_left(until)?;
         let mut request = self
             .publish()
             .topic_arn(&publish.topic_arn)

@@ -112,15 +112,16 @@ impl Message {
     }
 
     /// The publish of this message to `topic`; a FIFO topic orders by group and drops a
-    /// second copy of the same exception by its `dedupKey`.
-    pub fn publish_to(&self, topic: &Topic) -> QueuedPublish {
+    /// second copy of the same exception by its `dedupKey`. It takes the message: the envelope
+    /// (up to twice the body) moves into the publish instead of being copied on the hot path.
+    pub fn publish_to(self, topic: &Topic) -> QueuedPublish {
         QueuedPublish {
             topic_arn: topic.arn.clone(),
-            message: self.envelope.clone(),
-            subject: Some(self.subject.clone()),
-            message_attributes: self.attributes.clone(),
             message_group_id: topic.fifo.then(|| fifo_group_id(self.group_id.as_deref())),
-            message_deduplication_id: topic.fifo.then(|| self.dedup_key.clone()),
+            message_deduplication_id: topic.fifo.then_some(self.dedup_key),
+            message: self.envelope,
+            subject: Some(self.subject),
+            message_attributes: self.attributes,
         }
     }
 }
@@ -298,7 +299,7 @@ mod tests {
     #[test]
     fn the_publish_carries_attributes_subject_and_fifo_ids() {
         let (m, _) = message(BODY, None);
-        let standard = m.publish_to(&Topic {
+        let standard = m.clone().publish_to(&Topic {
             arn: "arn:t".into(),
             fifo: false,
         });
@@ -333,7 +334,7 @@ mod tests {
             (standard.message_group_id, standard.message_deduplication_id),
             (None, None)
         );
-        let fifo = m.publish_to(&Topic {
+        let fifo = m.clone().publish_to(&Topic {
             arn: "arn:t.fifo".into(),
             fifo: true,
         });

@@ -181,7 +181,7 @@ pub async fn handle<P: Publisher, Q: Publisher>(
             forward: also,
         }) => {
             let exception = lines::Exception::of(&message, source_ip.as_deref());
-            let delivered = deliver(app, &message, topic, exception, started, started + left);
+            let delivered = deliver(app, message, topic, exception, started, started + left);
             if also {
                 // Concurrently, each bounded by its own timeout; Chat's answer is the publish's.
                 let forwarded = forward(app.upstream.as_ref(), request, EXCEPTION_COMMAND, true);
@@ -200,7 +200,7 @@ pub async fn handle<P: Publisher, Q: Publisher>(
 /// for its category, the log line is where the exception goes.
 async fn deliver<P: Publisher, Q: Publisher>(
     app: &App<P, Q>,
-    message: &Message,
+    message: Message,
     topic: Option<&Topic>,
     exception: lines::Exception,
     started: Instant,
@@ -208,7 +208,7 @@ async fn deliver<P: Publisher, Q: Publisher>(
 ) -> (Response<Body>, Outcome) {
     let duration_ms = || started.elapsed().as_millis() as u64;
     let Some(topic) = topic else {
-        let envelope = RawValue::from_string(message.envelope.clone()).ok();
+        let envelope = RawValue::from_string(message.envelope).ok();
         return (
             acknowledge(),
             Outcome::Logged {

@@ -125,7 +125,8 @@ pub fn expected_publish(
     let envelope: Value = serde_json::from_str(envelope).expect("the envelope is JSON");
     let at = humantime::parse_rfc3339(envelope["receivedAt"].as_str().unwrap()).unwrap();
     let message = decided(&config, query, body, at);
-    message.publish_to(config.topics.get(message.category).expect("a topic"))
+    let topic = config.topics.get(message.category).expect("a topic");
+    message.publish_to(topic)
 }
 
 /// What API Gateway receives back from the function.
